@@ -1,0 +1,147 @@
+"""Benchmark of the training input pipeline against raw JPEG decoding; prints JSON.
+
+    python scripts/bench_pipeline.py                      # temporary CK+48 set, 48-frame clips
+    python scripts/bench_pipeline.py --tfrecord_dir=tfrecords/ck48 --split=train
+
+Reports the clips/s and frames/s that `build_dataset` delivers in training mode (random
+sampling, crop, flip, colour jitter) and, for the same number of frames of the same shards,
+the frames/s of a full-scale `tf.io.decode_jpeg` alone: in one Python loop (one core) and in a
+parallel tf.data map over groups of num_frames JPEGs (all cores). The pipeline decodes at reduced
+scale when the output is small enough (see keras_emotion.data.pipeline), so it can beat the latter.
+CPU milliseconds per frame (this process, all threads) are given too: on a shared machine they
+vary less with the load than the wall-clock rates.
+"""
+
+import collections
+import itertools
+import json
+import os
+import tempfile
+import time
+
+from absl import app, flags
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("tfrecord_dir", "", "Shards to read; empty builds a temporary unaligned CK+48 set.")
+flags.DEFINE_string("split", "train", "Split of --tfrecord_dir.")
+flags.DEFINE_string(
+    "ck48_dir",
+    os.path.join(REPO_ROOT, "..", "shared", "data", "ck48", "CK+48"),
+    "CK+48 folder for the temporary set.",
+)
+flags.DEFINE_integer("clip_length", 48, "Frames per clip of the temporary set.")
+flags.DEFINE_integer("max_clips", 64, "Clips in the temporary set.")
+flags.DEFINE_integer("num_frames", 16, "Frames sampled per clip.")
+flags.DEFINE_integer("image_size", 64, "Side of the output crop.")
+flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
+flags.DEFINE_integer("warmup_batches", 5, "Batches read before timing.")
+flags.DEFINE_integer("num_batches", 40, "Batches timed.")
+
+
+def _drain(iterable) -> None:
+    """Consumes `iterable` without keeping its elements."""
+    collections.deque(iterable, maxlen=0)
+
+
+def _timed(function) -> tuple:
+    """(wall seconds, CPU seconds of this process) taken by `function()`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _time_pipeline(config) -> tuple:
+    """(wall, CPU) seconds to read FLAGS.num_batches batches after FLAGS.warmup_batches."""
+    from keras_emotion.data import pipeline
+
+    batches = iter(pipeline.build_dataset(config))
+    _drain(itertools.islice(batches, FLAGS.warmup_batches))
+    return _timed(lambda: _drain(itertools.islice(batches, FLAGS.num_batches)))
+
+
+def _jpegs_of(config, count: int) -> list:
+    """`count` JPEG frames of the shards of `config`, cycling through them."""
+    import tensorflow as tf
+
+    from keras_emotion.data import pipeline, schema
+
+    records = tf.data.TFRecordDataset(pipeline.list_shards(config))
+    frames = [jpeg for serialized in records for jpeg in schema.parse_clip(serialized)["frames"].numpy()]
+    return list(itertools.islice(itertools.cycle(frames), count))
+
+
+def _time_decoding(jpegs: list) -> tuple:
+    """(wall, CPU) seconds to decode `jpegs` in an eager loop, and in a parallel tf.data map."""
+    import tensorflow as tf
+
+    loop_seconds = _timed(lambda: _drain(tf.io.decode_jpeg(jpeg, channels=3) for jpeg in jpegs))
+
+    def decode_clip(clip_jpegs):  # (F,) strings -> (F, H, W, 3), one map call per clip as in the pipeline
+        return tf.map_fn(
+            lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), clip_jpegs, fn_output_signature=tf.uint8
+        )
+
+    clips = tf.data.Dataset.from_tensor_slices(jpegs).batch(FLAGS.num_frames)
+    decoded = clips.map(decode_clip, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    _drain(decoded.take(8))  # warm-up
+    return loop_seconds, _timed(lambda: _drain(decoded))
+
+
+def _benchmark(tfrecord_dir: str) -> dict:
+    from keras_emotion.data import pipeline
+
+    config = pipeline.InputConfig(
+        tfrecord_dir,
+        split=FLAGS.split,
+        training=True,
+        num_frames=FLAGS.num_frames,
+        image_size=FLAGS.image_size,
+        global_batch_size=FLAGS.batch_size,
+        repeat=True,
+        color_jitter=True,
+        seed=0,
+    )
+    pipeline_wall, pipeline_cpu = _time_pipeline(config)
+    clips = FLAGS.num_batches * FLAGS.batch_size
+    frames = clips * FLAGS.num_frames
+    (loop_wall, loop_cpu), (parallel_wall, parallel_cpu) = _time_decoding(_jpegs_of(config, frames))
+    return {
+        "cpu_count": os.cpu_count(),
+        "tfrecord_dir": tfrecord_dir if FLAGS.tfrecord_dir else "temporary CK+48 set",
+        "clip_length": FLAGS.clip_length if not FLAGS.tfrecord_dir else None,
+        "num_frames": FLAGS.num_frames,
+        "image_size": FLAGS.image_size,
+        "batch_size": FLAGS.batch_size,
+        "timed_clips": clips,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "pipeline_clips_per_s": round(clips / pipeline_wall, 1),
+        "pipeline_frames_per_s": round(frames / pipeline_wall, 1),
+        "decode_jpeg_frames_per_s_loop": round(frames / loop_wall, 1),
+        "decode_jpeg_frames_per_s_parallel": round(frames / parallel_wall, 1),
+        "pipeline_fraction_of_parallel_decode": round(parallel_wall / pipeline_wall, 3),
+        "pipeline_cpu_ms_per_frame": round(1e3 * pipeline_cpu / frames, 3),
+        "decode_jpeg_cpu_ms_per_frame_loop": round(1e3 * loop_cpu / frames, 3),
+        "decode_jpeg_cpu_ms_per_frame_parallel": round(1e3 * parallel_cpu / frames, 3),
+    }
+
+
+def main(argv):
+    del argv
+    from keras_emotion.data import pipeline
+
+    if FLAGS.tfrecord_dir:
+        result = _benchmark(FLAGS.tfrecord_dir)
+    else:
+        with tempfile.TemporaryDirectory() as directory:
+            clips = pipeline.ck48_raw_clips(
+                FLAGS.ck48_dir, frames_per_clip=FLAGS.clip_length, max_clips=FLAGS.max_clips
+            )
+            pipeline.write_shards(clips, directory, FLAGS.split, num_shards=4)
+            result = _benchmark(directory)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

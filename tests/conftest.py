@@ -1,0 +1,74 @@
+"""Fixtures shared by the whole test suite."""
+
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> pathlib.Path:
+    """The read-only shared data folder, `<repo root>/../shared` (holds data/ck48 and data/fer2013)."""
+    path = REPO_ROOT.parent / "shared"
+    assert path.is_dir(), f"shared data folder {path} is missing"
+    return path
+
+
+@pytest.fixture(scope="session")
+def ck48_raw_tfrecords(shared_dir, tmp_path_factory) -> str:
+    """A directory of unaligned CK+48 "train" shards (see `pipeline.ck48_raw_clips`), 3 shards:
+    60 three-frame clips (one per sequence) and 12 twenty-frame clips (a subject's sequences
+    chained), so that clips are both shorter and longer than a typical num_frames."""
+    from keras_emotion.data import pipeline
+
+    ck48_dir = str(shared_dir / "data" / "ck48" / "CK+48")
+    clips = pipeline.ck48_raw_clips(ck48_dir, max_clips=60) + pipeline.ck48_raw_clips(
+        ck48_dir, frames_per_clip=20, max_clips=12
+    )
+    directory = str(tmp_path_factory.mktemp("ck48_raw_tfrecords"))
+    pipeline.write_shards(clips, directory, split="train", num_shards=3)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def ck48_dir(shared_dir) -> str:
+    """The CK+48 folder: `<class>/S###_###_########.png`, 7 classes, 3 frames per clip."""
+    return str(shared_dir / "data" / "ck48" / "CK+48")
+
+
+@pytest.fixture(scope="session")
+def write_avi():
+    """A function `write_avi(path, frames_rgb, fps=10.0)` writing (H, W, 3) RGB uint8 frames as an MJPG .avi."""
+
+    def write(path, frames_rgb, fps=10.0):
+        import cv2
+
+        height, width = frames_rgb[0].shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+        assert writer.isOpened(), f"cannot write {path}"
+        for frame in frames_rgb:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def ck48_tfrecords(ck48_dir, tmp_path_factory) -> str:
+    """A directory of ALL of CK+48 preprocessed once per session by `preprocess_corpus`
+    (2 workers, detector upsample 0, which finds every CK+48 face at a ninth of the cost):
+    264 aligned 256x256 three-frame clips, all in split "train", `train-NNNNN.tfrecord` shards
+    (about 2 MiB each, 5 of them) plus `manifest.json` and `report.json`."""
+    from keras_emotion.data.datasets import load_dataset
+    from keras_emotion.data.faces import AlignmentConfig
+    from keras_emotion.data.preprocess import PreprocessConfig, preprocess_corpus
+
+    dataset = load_dataset("ck48", ck48_dir)
+    directory = str(tmp_path_factory.mktemp("ck48_tfrecords"))
+    config = PreprocessConfig(alignment=AlignmentConfig(upsample=0), shard_bytes=2 * 2**20)
+    report = preprocess_corpus(
+        dataset.clips, directory, config, 2, dataset.class_names, dataset.skipped, progress=False
+    )
+    assert not report.failures, report.summary()
+    return directory
