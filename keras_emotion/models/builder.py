@@ -1,0 +1,146 @@
+"""`build_model`: a `ModelConfig` -> the video emotion model (backbone x spatial x temporal).
+
+    frames (B, F, S, S, 3) 0..255 RGB          frame_mask (B, F) 1 = real frame, 0 = padding
+      -> fold frames into the batch             (B*F, S, S, 3)
+      -> backbone                               (B*F, S/16, S/16, D)
+      -> spatial aggregation, unfold frames     "none": mean over regions   -> (B, F, D)
+                                                "sa" / "shift": regions (B, F, L, D)
+                                                  -> attention              -> (B, F, N*D)
+      -> dropout -> Dense(E) per frame          scores (B, F, E)
+      -> temporal pooling                       "tp" / "avg" / "max" on the scores,
+                                                "lstm" on the descriptors (no Dense)
+      -> {"probabilities": (B, E), "frame_importance": (B, F),
+          "spatial_attention": (B, F, N, L) with "sa" / "shift" only}
+
+The frame mask goes to the attention (masked frames leave the SA penalty) and to the
+temporal pooling (masked frames get importance 0 and do not change the probabilities).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_emotion.layers import (
+    AttentionClusters,
+    LSTMPooling,
+    SpatialAttention,
+    TemporalAveragePooling,
+    TemporalMaxPooling,
+    TemporalSoftmaxPooling,
+)
+from keras_emotion.models.backbones import BACKBONE_NAME, build_backbone
+from keras_emotion.models.config import ModelConfig
+
+SCORE_POOLINGS = {
+    "tp": TemporalSoftmaxPooling,
+    "avg": TemporalAveragePooling,
+    "max": TemporalMaxPooling,
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class FoldFrames(keras.layers.Layer):
+    """Folds the frame axis into the batch: (B, F, ...) -> (B*F, ...)."""
+
+    def call(self, frames):
+        return ops.reshape(frames, (-1, *ops.shape(frames)[2:]))
+
+    def compute_output_shape(self, frames_shape):
+        batch_size, num_frames, *rest = frames_shape
+        folded = None if batch_size is None or num_frames is None else batch_size * num_frames
+        return (folded, *rest)
+
+
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class UnfoldFrames(keras.layers.Layer):
+    """Undoes `FoldFrames`: (B*F, ...) -> (B, F, ...), with B and F read from `frames`.
+
+    Call args:
+        folded: shape (B*F, ...).
+        frames: the unfolded tensor the batch came from, shape (B, F, ...).
+    """
+
+    def call(self, folded, frames):
+        batch_size, num_frames = ops.shape(frames)[:2]
+        return ops.reshape(folded, (batch_size, num_frames, *ops.shape(folded)[1:]))
+
+    def compute_output_shape(self, folded_shape, frames_shape):
+        return (*frames_shape[:2], *folded_shape[1:])
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """Builds the model that `config` describes (untrained, except for backbone weights).
+
+    Inputs (a dict): "frames" (B, F, S, S, 3) float32 RGB in 0..255 and "frame_mask"
+    (B, F) float32, 1 for real frames and 0 for padding; F = config.num_frames, or any
+    number when it is None; S = config.image_size.
+
+    Outputs (a dict): "probabilities" (B, E) clip class probabilities, "frame_importance"
+    (B, F) each frame's share p_f (0 for masked frames) and, with spatial "sa" or "shift",
+    "spatial_attention" (B, F, N, L), L = (S/16)^2.
+
+    The backbone is the nested model named "backbone" (see `backbone_variables`); with
+    spatial "sa" the attention penalty is in `model.losses`.
+    """
+    size = config.image_size
+    frames = keras.Input((config.num_frames, size, size, 3), name="frames")
+    frame_mask = keras.Input((config.num_frames,), name="frame_mask")
+    backbone = build_backbone(config.backbone, size, config.backbone_weights)
+    feature_map = backbone(FoldFrames(name="fold_frames")(frames))  # (B*F, h, w, D)
+
+    outputs = {}
+    if config.spatial == "none":
+        pooled = keras.layers.GlobalAveragePooling2D(name="region_average")(feature_map)
+        descriptors = UnfoldFrames(name="unfold_frames")(pooled, frames)  # (B, F, D)
+    else:
+        _, height, width, depth = feature_map.shape
+        regions = keras.layers.Reshape((height * width, depth), name="regions")(feature_map)
+        regions = UnfoldFrames(name="unfold_frames")(regions, frames)  # (B, F, L, D)
+        if config.spatial == "sa":
+            attention_layer = SpatialAttention(
+                config.num_heads,
+                config.attention_units,
+                config.penalty,
+                return_attention=True,
+                name="structured_self_attention",
+            )
+        else:
+            attention_layer = AttentionClusters(
+                config.num_heads,
+                config.attention_units,
+                return_attention=True,
+                name="attention_clusters",
+            )
+        descriptors, outputs["spatial_attention"] = attention_layer(regions, mask=frame_mask)
+    descriptors = keras.layers.Dropout(config.dropout, name="descriptor_dropout")(descriptors)
+
+    if config.temporal == "lstm":
+        pooling = LSTMPooling(config.num_classes, config.lstm_units, name="temporal_pooling")
+        pooled_inputs = descriptors
+    else:
+        pooling = SCORE_POOLINGS[config.temporal](name="temporal_pooling")
+        pooled_inputs = keras.layers.Dense(config.num_classes, name="frame_scores")(descriptors)
+    outputs["probabilities"], outputs["frame_importance"] = pooling(pooled_inputs, mask=frame_mask)
+
+    # Identity layers give the outputs their names (model.output_names, serving signatures).
+    named_outputs = {
+        name: keras.layers.Identity(name=name)(value) for name, value in outputs.items()
+    }
+    return keras.Model(
+        inputs={"frames": frames, "frame_mask": frame_mask},
+        outputs=named_outputs,
+        name=f"emotion_{config.backbone}_{config.spatial}_{config.temporal}",
+    )
+
+
+def backbone_variables(model: keras.Model) -> list:
+    """The trainable variables of the model's backbone (paths "backbone/...")."""
+    return list(model.get_layer(BACKBONE_NAME).trainable_variables)
+
+
+def head_variables(model: keras.Model) -> list:
+    """The model's other trainable variables: with `backbone_variables`, a partition of
+    `model.trainable_variables`."""
+    in_backbone = {id(variable) for variable in backbone_variables(model)}
+    return [variable for variable in model.trainable_variables if id(variable) not in in_backbone]
