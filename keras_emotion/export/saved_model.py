@@ -1,0 +1,312 @@
+"""Export of an emotion model as a self-contained SavedModel for TensorFlow Serving.
+
+`export_saved_model` writes TF Serving's layout, `BASE/NAME/VERSION/` holding `saved_model.pb`
+and `variables/` (the server's model base path is `BASE/NAME`). Frame preprocessing runs in
+the graph and the graph holds only standard TensorFlow ops: serving needs neither Python nor
+this package.
+
+Signatures (B clips, F frames per clip, E classes, S = `Preprocessing.image_size`):
+
+    serving_default  frames      uint8  (B, F, H, W, 3)  aligned RGB faces (256 x 256 from
+                                                          preprocessing; any square size works)
+                     num_frames  int32  (B,)             real frames of each clip; frames
+                                                          [b, num_frames[b]:] are padding
+    encoded_frames   frames      string (B, F)           JPEG aligned faces ({"b64": ...} over
+                                                          REST); an empty string is padding
+    tf_example       examples    string (B,)             serialised clips of the project's
+                                                          schema (`schema.serialize_clip`); all
+                                                          frames of each clip, the batch padded
+                                                          to its longest clip
+
+    outputs          probabilities      float32 (B, E)
+                     label              string  (B,)        class name of the most probable class
+                     frame_importance   float32 (B, F)      0 for padding frames
+                     spatial_attention  float32 (B, F, N, L) only with spatial "sa" / "shift"
+
+Preprocessing matches evaluation in `keras_emotion.data.pipeline` (centre crop, no
+augmentation): a frame is resized to R = `Preprocessing.resize_size` and its centre S x S is
+kept. JPEG frames (encoded_frames, tf_example) go through the pipeline's own decoder (libjpeg
+DCT scaling, then area averaging), so they give exactly the numbers of
+`build_dataset(training=False, sampling="all")`. uint8 frames are area-averaged (bilinear when
+enlarged) from full resolution, which differs slightly from a DCT-scaled decode of a JPEG.
+
+Any number of frames is accepted whatever F the model was built for: such a model is rebuilt
+from its config with a free frame axis and given the same weights (Keras checks the shapes of
+the functional inputs, so the model itself rejects other clip lengths).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from typing import Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_emotion.data import pipeline, schema
+
+MODEL_INPUTS = ("frames", "frame_mask")
+_VERSION_NAME = re.compile(r"^[0-9]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How frames are prepared for the model (as the evaluation pipeline does it).
+
+    Attributes:
+        image_size: S, side of the square crop fed to the model.
+        crop_fraction: S / R, R the side a frame is resized to before the centre crop, in (0, 1].
+    """
+
+    image_size: int
+    crop_fraction: float
+
+    def __post_init__(self):
+        if self.image_size < 1:
+            raise ValueError(f"Preprocessing.image_size={self.image_size}; must be >= 1")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"Preprocessing.crop_fraction={self.crop_fraction}; must be in (0, 1]")
+
+    @property
+    def resize_size(self) -> int:
+        """R, the side every frame is resized to (the rule of `InputConfig.resize_size`)."""
+        return max(self.image_size, round(self.image_size / self.crop_fraction))
+
+    @classmethod
+    def of_trained_model(cls, trained) -> "Preprocessing":
+        """The preprocessing a `training.task.TrainedModel` was trained and evaluated with."""
+        return cls(image_size=trained.image_size, crop_fraction=trained.crop_fraction)
+
+
+def export_saved_model(
+    model: keras.Model,
+    class_names: Sequence[str],
+    preprocessing: Preprocessing,
+    base_dir: str,
+    name: str,
+    version: Optional[int] = None,
+    overwrite: bool = False,
+) -> str:
+    """Exports `model` with the signatures of the module docstring to `base_dir/name/version`.
+
+    The SavedModel is written to a temporary folder beside the version folder (a dot name, which
+    TF Serving ignores) and renamed when complete.
+
+    Args:
+        model: a model of `models.build_model` (or loaded from `.keras`): inputs "frames"
+            (B, F, S, S, 3) float32 0..255 and "frame_mask" (B, F), dict outputs with
+            "probabilities" (B, E).
+        class_names: E names, index = class index.
+        preprocessing: the frame preprocessing the model was trained with.
+        base_dir: folder holding one folder per served model.
+        name: the model name, the folder under `base_dir` (TF Serving's MODEL_NAME).
+        version: positive integer; None picks one more than the largest existing version (or 1).
+        overwrite: replace an existing `version` instead of raising.
+
+    Returns:
+        The path of the written version folder.
+
+    Raises:
+        ValueError: a bad name or version, class names that do not match the model, a model
+            without the inputs above or an image size other than `preprocessing.image_size`.
+        FileExistsError: the version exists and `overwrite` is False.
+    """
+    if not name or name != os.path.basename(name) or name.startswith("."):
+        raise ValueError(f"model name {name!r} must be a plain folder name")
+    serving_model = _model_for_any_number_of_frames(model, preprocessing)
+    class_names = [str(class_name) for class_name in class_names]
+    num_classes = serving_model.output["probabilities"].shape[-1]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names {class_names} for a model with {num_classes} classes")
+
+    model_dir = os.path.join(base_dir, name)
+    os.makedirs(model_dir, exist_ok=True)
+    version = next_version(model_dir) if version is None else _checked_version(version)
+    version_dir = os.path.join(model_dir, str(version))
+    if os.path.exists(version_dir) and not overwrite:
+        raise FileExistsError(
+            f"{version_dir} exists: version {version} of {name!r} is exported already (overwrite=True replaces it)"
+        )
+
+    partial_dir = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+    try:
+        archive = _build_export_archive(serving_model, class_names, preprocessing)
+        archive.write_out(partial_dir, verbose=False)
+        _move_into_place(partial_dir, version_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
+    return version_dir
+
+
+def export_trained_model(
+    model_dir: str, base_dir: str, name: str, version: Optional[int] = None, overwrite: bool = False
+) -> str:
+    """`export_saved_model` of a `training.task.save_trained_model` folder (model.keras +
+    model_info.json: class names and preprocessing come from it). Returns the version folder."""
+    from keras_emotion.training.task import load_trained_model
+
+    trained = load_trained_model(model_dir)
+    preprocessing = Preprocessing.of_trained_model(trained)
+    return export_saved_model(
+        trained.model, trained.class_names, preprocessing, base_dir, name, version=version, overwrite=overwrite
+    )
+
+
+def next_version(model_dir: str) -> int:
+    """One more than the largest integer-named folder in `model_dir`, or 1 when there is none."""
+    if not os.path.isdir(model_dir):
+        return 1
+    return max((int(entry) for entry in os.listdir(model_dir) if _VERSION_NAME.match(entry)), default=0) + 1
+
+
+def _build_export_archive(
+    model: keras.Model, class_names: Sequence[str], preprocessing: Preprocessing
+) -> keras.export.ExportArchive:
+    """A `keras.export.ExportArchive` holding the three serving signatures of `model`.
+
+    `model` must accept any number of frames (see `export_saved_model`, which ensures it).
+    """
+    labels = tf.constant(list(class_names))
+
+    def predict(frames, frame_mask):
+        """(B, F, S, S, 3) float32 frames and (B, F) mask -> the output dict of the signatures."""
+        outputs = model({"frames": frames, "frame_mask": frame_mask}, training=False)
+        outputs = {key: tf.cast(value, tf.float32) for key, value in outputs.items()}
+        outputs["label"] = tf.gather(labels, tf.argmax(outputs["probabilities"], axis=-1))
+        return outputs
+
+    def from_pixels(frames, num_frames):
+        clip_length = tf.shape(frames)[1]
+        tf.debugging.assert_equal(
+            tf.shape(num_frames)[0], tf.shape(frames)[0], message="num_frames needs one entry per clip of frames"
+        )
+        tf.debugging.assert_positive(num_frames, message="every clip needs num_frames >= 1")
+        tf.debugging.assert_less_equal(
+            num_frames, clip_length, message="num_frames exceeds the frames axis of frames"
+        )
+        frame_mask = tf.sequence_mask(num_frames, clip_length, dtype=tf.float32)
+        return predict(_resize_and_crop_pixels(frames, preprocessing), frame_mask)
+
+    def from_jpegs(frames):
+        return predict(*_decode_jpeg_clips(frames, preprocessing))
+
+    def from_examples(examples):
+        def clip_frames(serialized):
+            return schema.parse_clip(serialized)["frames"]
+
+        jpegs = tf.map_fn(
+            clip_frames, examples, fn_output_signature=tf.RaggedTensorSpec([None], tf.string, ragged_rank=0)
+        )
+        return from_jpegs(jpegs.to_tensor(default_value=""))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        from_pixels,
+        [
+            tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="frames"),
+            tf.TensorSpec([None], tf.int32, name="num_frames"),
+        ],
+    )
+    archive.add_endpoint("encoded_frames", from_jpegs, [tf.TensorSpec([None, None], tf.string, name="frames")])
+    archive.add_endpoint("tf_example", from_examples, [tf.TensorSpec([None], tf.string, name="examples")])
+    return archive
+
+
+def _resize_and_crop_pixels(frames, preprocessing: Preprocessing):
+    """uint8 (B, F, H, W, 3) -> float32 (B, F, S, S, 3): resized to R x R, centre S x S kept."""
+    size = preprocessing.resize_size
+    shape = tf.shape(frames)
+    images = tf.cast(tf.reshape(frames, tf.concat([[-1], shape[2:]], axis=0)), tf.float32)
+    shrinks = tf.logical_and(shape[2] >= size, shape[3] >= size)
+    resized = tf.cond(
+        shrinks,
+        lambda: tf.image.resize(images, [size, size], method="area"),
+        lambda: tf.image.resize(images, [size, size], method="bilinear"),
+    )
+    cropped = _centre_crop(tf.clip_by_value(resized, 0.0, 255.0), preprocessing)
+    return tf.reshape(cropped, tf.concat([shape[:2], tf.shape(cropped)[1:]], axis=0))
+
+
+def _decode_jpeg_clips(jpegs, preprocessing: Preprocessing):
+    """JPEG strings (B, F), "" = padding -> (float32 frames (B, F, S, S, 3), frame mask (B, F)).
+
+    The non-empty JPEGs are decoded and resized by the evaluation pipeline's decoder, centre
+    cropped and scattered back to their places; padding frames are zeros.
+    """
+    is_frame = tf.not_equal(jpegs, "")
+    every_clip_has_a_frame = tf.reduce_all(tf.reduce_any(is_frame, axis=1))
+    tf.debugging.Assert(every_clip_has_a_frame, ["every clip needs at least one non-empty JPEG frame"])
+    positions = tf.where(is_frame)  # (K, 2) [clip, frame]
+    present = tf.gather_nd(jpegs, positions)
+    decoded = pipeline._decode_resized(present, tf.range(tf.shape(present)[0]), preprocessing.resize_size)
+    cropped = _centre_crop(decoded, preprocessing)
+    size = preprocessing.image_size
+    frames_shape = tf.concat([tf.shape(jpegs, out_type=tf.int64), [size, size, 3]], axis=0)
+    frames = tf.scatter_nd(positions, cropped, frames_shape)
+    return frames, tf.cast(is_frame, tf.float32)
+
+
+def _centre_crop(images, preprocessing: Preprocessing):
+    """(N, R, R, 3) -> (N, S, S, 3), the centre window (as the evaluation pipeline crops)."""
+    offset = (preprocessing.resize_size - preprocessing.image_size) // 2
+    end = offset + preprocessing.image_size
+    return images[:, offset:end, offset:end, :]
+
+
+def _model_for_any_number_of_frames(model: keras.Model, preprocessing: Preprocessing) -> keras.Model:
+    """`model`, or when it was built for a fixed number of frames, the same model rebuilt from
+    its config with a free frame axis on every input and given `model`'s weights."""
+    inputs = model.input
+    if not isinstance(inputs, dict) or sorted(inputs) != sorted(MODEL_INPUTS):
+        found = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(
+            f"the model {model.name!r} must take a dict of inputs {list(MODEL_INPUTS)}; found {found}"
+        )
+    image_shape = tuple(inputs["frames"].shape[2:])
+    expected = (preprocessing.image_size, preprocessing.image_size, 3)
+    if image_shape != expected:
+        raise ValueError(
+            f"the model {model.name!r} takes frames of {image_shape}, but preprocessing gives {expected}"
+        )
+    if all(tensor.shape[1] is None for tensor in inputs.values()):
+        return model
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            batch_shape = layer["config"]["batch_shape"]
+            layer["config"]["batch_shape"] = (batch_shape[0], None, *batch_shape[2:])
+    rebuilt = model.__class__.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _checked_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version={version!r}; TF Serving versions are integers >= 1")
+    return version
+
+
+def _move_into_place(partial_dir: str, version_dir: str, overwrite: bool) -> None:
+    """Renames the finished `partial_dir` to `version_dir`; with `overwrite` an existing version
+    is first moved aside (and deleted once the new one is in place, restored if that fails)."""
+    replaced_dir = None
+    if overwrite and os.path.exists(version_dir):
+        replaced_dir = f"{partial_dir}.replaced"
+        os.rename(version_dir, replaced_dir)
+    try:
+        os.rename(partial_dir, version_dir)
+    except OSError as error:
+        if replaced_dir is not None:
+            os.rename(replaced_dir, version_dir)
+        raise FileExistsError(
+            f"{version_dir}: cannot move the export into place ({error}); another export may have written it"
+        ) from error
+    if replaced_dir is not None:
+        shutil.rmtree(replaced_dir)
