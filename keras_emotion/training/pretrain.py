@@ -1,0 +1,486 @@
+"""Pre-trains the compact face backbone as a FER2013 expression classifier.
+
+No face-pretrained weights (VGG-Face, ImageNet) can be downloaded here, and the video model
+needs a CNN that already knows faces. This module trains one on FER2013's 48x48 gray faces:
+
+    <data_dir>/{train,validation}/<class>/*.jpg     classes = the train sub-folders, sorted
+      -> decode (gray -> 3 channels), resize        uint8 (n, S, S, 3), held in memory
+      -> train: shuffle, batch, augment             random crop-zoom, shift, flip, brightness,
+                                                    contrast: float32 (B, S, S, 3) in 0..255
+      -> backbone ("compact")                       (B, S/16, S/16, D)
+      -> global average -> dropout -> Dense(E)      logits (B, E)
+    loss: cross-entropy with label smoothing; AdamW, linear warm-up then cosine decay.
+
+Files under `output_dir`:
+
+    compact_fer2013.weights.h5    the BACKBONE's weights at the best epoch (best val accuracy);
+                                  load with ModelConfig(backbone="compact", backbone_weights=...)
+    compact_fer2013.json          classes, image size, epochs, per-epoch history, best epoch
+    backup/                       BackupAndRestore state; a rerun after a crash resumes from it
+                                  (deleted when training completes)
+
+Both files are written under a temporary name and renamed, after every epoch that improves on
+the best validation accuracy (the JSON after every epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_emotion.data.preprocess import write_json_atomically
+from keras_emotion.data.video import InputError
+from keras_emotion.models.backbones import build_backbone
+
+BACKBONE = "compact"
+WEIGHTS_FILE = f"{BACKBONE}_fer2013.weights.h5"
+REPORT_FILE = f"{BACKBONE}_fer2013.json"
+BACKUP_DIR = "backup"
+TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DECODE_BATCH = 512
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """A FER2013 pre-training run.
+
+    Attributes:
+        data_dir: folder holding `train/<class>/*.jpg` and `validation/<class>/*.jpg`.
+        output_dir: folder receiving the weights, the JSON report and the backup.
+        image_size: S, side the faces are resized to (a multiple of 16; the video model's).
+        epochs: training epochs (one epoch = one pass over the training images).
+        batch_size: images per step.
+        learning_rate: peak AdamW learning rate, reached after `warmup_epochs`.
+        warmup_epochs: epochs of linear warm-up from 0, before the cosine decay to 0.
+        weight_decay: decoupled AdamW weight decay.
+        label_smoothing: label smoothing of the cross-entropy.
+        dropout: dropout rate on the pooled features before the classifier.
+        min_crop_fraction: augmentation crops a square of side in [this, 1] x S at a random
+            place and resizes it back to S (zoom and shift).
+        brightness_delta: augmentation adds a brightness in [-delta, delta] (0..255 scale).
+        contrast_range: augmentation scales contrast by a factor in this range.
+        seed: seed of weight initialisation, shuffling and augmentation.
+        max_per_class: if set, use at most this many images per class and split (quick runs).
+    """
+
+    data_dir: str
+    output_dir: str
+    image_size: int = 64
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    dropout: float = 0.3
+    min_crop_fraction: float = 0.85
+    brightness_delta: float = 25.0
+    contrast_range: tuple = (0.8, 1.2)
+    seed: int = 0
+    max_per_class: Optional[int] = None
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}; both must be >= 1")
+        if self.max_per_class is not None and self.max_per_class < 1:
+            raise ValueError(f"max_per_class={self.max_per_class}; must be >= 1 (or None for all)")
+        if not 0 < self.min_crop_fraction <= 1:
+            raise ValueError(f"min_crop_fraction={self.min_crop_fraction}; must be in (0, 1]")
+
+
+@dataclasses.dataclass
+class ImageSplit:
+    """One split of an image-classification folder, decoded into memory.
+
+    Attributes:
+        images: uint8 (n, S, S, 3) RGB.
+        labels: int32 (n,) class indices into `class_names`.
+        class_names: E names, in label order.
+        paths: n source files, in the order of `images`.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list
+    paths: list
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    """What `pretrain` wrote: the backbone weights file, the JSON report and its content."""
+
+    weights_path: str
+    report_path: str
+    report: dict
+
+
+def list_class_folders(split_dir: str) -> list:
+    """The class names of an image-classification split: its sub-folders, sorted.
+
+    Raises:
+        InputError: `split_dir` is missing, not a folder, or has no class sub-folders.
+    """
+    if not os.path.isdir(split_dir):
+        raise InputError(split_dir, "image folder is missing")
+    class_names = sorted(
+        name for name in os.listdir(split_dir)
+        if not name.startswith(".") and os.path.isdir(os.path.join(split_dir, name))
+    )
+    if not class_names:
+        raise InputError(split_dir, "image folder is empty: expected one sub-folder of images per class")
+    return class_names
+
+
+def list_image_files(
+    split_dir: str, class_names: Sequence[str], max_per_class: Optional[int] = None
+) -> tuple:
+    """The image files of each class folder `split_dir/<class>`, sorted by name.
+
+    Args:
+        split_dir: the split folder.
+        class_names: E classes; class i is `split_dir/class_names[i]`.
+        max_per_class: if set, the first this-many files of each class.
+
+    Returns:
+        (paths, labels): n file paths and an int32 (n,) array of their class indices.
+
+    Raises:
+        InputError: naming a class folder that is missing or holds no image files.
+    """
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        class_dir = os.path.join(split_dir, name)
+        if not os.path.isdir(class_dir):
+            raise InputError(class_dir, f"class folder is missing (classes: {list(class_names)})")
+        files = sorted(
+            file for file in os.listdir(class_dir)
+            if not file.startswith(".") and file.lower().endswith(IMAGE_EXTENSIONS)
+        )[:max_per_class]
+        if not files:
+            raise InputError(class_dir, f"class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        paths += [os.path.join(class_dir, file) for file in files]
+        labels += [label] * len(files)
+    return paths, np.asarray(labels, np.int32)
+
+
+def load_split(
+    split_dir: str,
+    image_size: int,
+    class_names: Optional[Sequence[str]] = None,
+    max_per_class: Optional[int] = None,
+) -> ImageSplit:
+    """Reads `split_dir/<class>/<image>` into memory, every image resized to S x S RGB.
+
+    Args:
+        split_dir: the split folder.
+        image_size: S.
+        class_names: the classes in label order; None: the sub-folders of `split_dir`, sorted.
+        max_per_class: if set, at most this many images per class.
+
+    Raises:
+        InputError: naming the folder that is missing or empty, or the file that does not
+            decode as an image.
+    """
+    class_names = list(class_names) if class_names is not None else list_class_folders(split_dir)
+    paths, labels = list_image_files(split_dir, class_names, max_per_class)
+    return ImageSplit(decode_images(paths, image_size), labels, class_names, paths)
+
+
+def _decode_resized(path, image_size: int):
+    """One image file -> uint8 (S, S, 3) RGB (gray is repeated over the 3 channels).
+
+    JPEGs are decoded with the accurate integer DCT: the default fast one is off by up to
+    16 grey levels on FER2013's 48x48 faces.
+    """
+    contents = tf.io.read_file(path)
+    image = tf.cond(
+        tf.io.is_jpeg(contents),
+        lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+    )
+    resized = tf.image.resize(image, [image_size, image_size])
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def decode_images(paths: Sequence[str], image_size: int) -> np.ndarray:
+    """Decodes and resizes image files in parallel: n paths -> uint8 (n, S, S, 3) RGB.
+
+    Raises:
+        InputError: naming the first file that cannot be read or decoded.
+    """
+    images = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    decoded = (
+        tf.data.Dataset.from_tensor_slices(list(paths))
+        .map(lambda path: _decode_resized(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(DECODE_BATCH)
+    )
+    iterator = iter(decoded)
+    for start in range(0, len(paths), DECODE_BATCH):
+        try:
+            batch = next(iterator).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            _raise_for_bad_file(paths[start : start + DECODE_BATCH], image_size)
+            raise
+        images[start : start + len(batch)] = batch
+    return images
+
+
+def _raise_for_bad_file(paths: Sequence[str], image_size: int) -> None:
+    """Decodes `paths` one by one and raises an InputError naming the first bad one."""
+    for path in paths:
+        try:
+            _decode_resized(path, image_size)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+            raise InputError(path, f"cannot decode the image: {error.message}") from None
+
+
+def augment(images, seed, config: PretrainConfig):
+    """Random zoom-crop, shift, horizontal flip, brightness and contrast, per image.
+
+    Args:
+        images: uint8 or float32 (B, S, S, 3) RGB in 0..255.
+        seed: int (2,) stateless seed.
+        config: supplies `min_crop_fraction`, `brightness_delta` and `contrast_range`.
+
+    Returns:
+        float32 (B, S, S, 3) in 0..255.
+    """
+    batch_size, size = tf.shape(images)[0], tf.shape(images)[1]
+    crop_seed, top_seed, left_seed, flip_seed, brightness_seed, contrast_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=6)
+    )
+    crop = tf.random.stateless_uniform([batch_size], crop_seed, config.min_crop_fraction, 1.0)
+    top = tf.random.stateless_uniform([batch_size], top_seed) * (1.0 - crop)
+    left = tf.random.stateless_uniform([batch_size], left_seed) * (1.0 - crop)
+    # A box with x1 > x2 samples a left-right mirrored crop.
+    flip = tf.random.stateless_uniform([batch_size], flip_seed) < 0.5
+    x1 = tf.where(flip, left + crop, left)
+    x2 = tf.where(flip, left, left + crop)
+    boxes = tf.stack([top, x1, top + crop, x2], axis=1)  # normalised (y1, x1, y2, x2)
+    images = tf.image.crop_and_resize(
+        tf.cast(images, tf.float32), boxes, tf.range(batch_size), tf.stack([size, size])
+    )
+
+    low, high = config.contrast_range
+    contrast = tf.random.stateless_uniform([batch_size, 1, 1, 1], contrast_seed, low, high)
+    brightness = tf.random.stateless_uniform(
+        [batch_size, 1, 1, 1], brightness_seed, -config.brightness_delta, config.brightness_delta
+    )
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 255.0)
+
+
+def training_dataset(split: ImageSplit, config: PretrainConfig) -> tf.data.Dataset:
+    """Endless shuffled, augmented batches: (float32 (B, S, S, 3) 0..255, one-hot (B, E)).
+
+    Each pass over the images is a new shuffle; the last partial batch of a pass is merged
+    into the next pass (the stream is cut into batches after repeating).
+    """
+    images = tf.constant(split.images)
+    labels = tf.one_hot(split.labels, len(split.class_names))
+    indices = (
+        tf.data.Dataset.range(len(split.labels))
+        .shuffle(len(split.labels), seed=config.seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(config.batch_size, drop_remainder=True)
+    )
+    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
+    return (
+        tf.data.Dataset.zip(indices, seeds)
+        .map(
+            lambda batch, seed: (augment(tf.gather(images, batch), seed, config), tf.gather(labels, batch)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def evaluation_dataset(split: ImageSplit, batch_size: int) -> tf.data.Dataset:
+    """One pass, in order, without augmentation: (float32 (B, S, S, 3) 0..255, one-hot (B, E))."""
+    return (
+        tf.data.Dataset.from_tensor_slices((split.images, tf.one_hot(split.labels, len(split.class_names))))
+        .batch(batch_size)
+        .map(lambda images, labels: (tf.cast(images, tf.float32), labels))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def build_classifier(backbone: keras.Model, num_classes: int, dropout: float) -> keras.Model:
+    """backbone -> global average -> dropout -> Dense(E): images (B, S, S, 3) 0..255 -> logits (B, E)."""
+    images = keras.Input(backbone.input_shape[1:], name="images")
+    features = keras.layers.GlobalAveragePooling2D(name="feature_average")(backbone(images))
+    features = keras.layers.Dropout(dropout, name="feature_dropout")(features)
+    logits = keras.layers.Dense(num_classes, name="class_logits")(features)
+    return keras.Model(images, logits, name=f"{BACKBONE}_fer2013_classifier")
+
+
+def build_optimizer(config: PretrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """AdamW; learning rate rises linearly from 0 over `warmup_epochs`, then a cosine to 0."""
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup_steps,
+    )
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+
+
+def save_weights_atomically(model: keras.Model, path: str) -> None:
+    """`model.save_weights` to a temporary `.weights.h5` beside `path`, then renamed to `path`."""
+    folder, name = os.path.split(path)
+    temp_path = os.path.join(folder, f".tmp-{os.getpid()}-{name}")  # keeps the .weights.h5 suffix
+    try:
+        model.save_weights(temp_path)
+        os.replace(temp_path, path)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+
+
+class BestBackboneCheckpoint(keras.callbacks.Callback):
+    """After each epoch: records its logs; if its val_accuracy beats every earlier epoch,
+    saves the backbone's weights; then rewrites the JSON report.
+
+    Args:
+        backbone: the backbone model inside the classifier being trained.
+        weights_path: where the backbone weights go (`*.weights.h5`).
+        report_path: where the JSON report goes.
+        report: the report's fixed fields (classes, image size, ...); "history",
+            "val_accuracy", "best_epoch", "best_val_accuracy" and "completed" are added.
+        history: records of epochs already done (when resuming), one dict per epoch.
+    """
+
+    def __init__(self, backbone, weights_path: str, report_path: str, report: dict, history=()):
+        super().__init__()
+        self.backbone = backbone
+        self.weights_path = weights_path
+        self.report_path = report_path
+        self.report = dict(report)
+        self.history = list(history)
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        del self.history[epoch:]  # epochs BackupAndRestore makes us run again
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 1)}
+        record.update({name: float(value) for name, value in (logs or {}).items()})
+        record["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if "val_accuracy" not in record:
+            raise ValueError("pre-training selects the best epoch by val_accuracy; fit got no validation data")
+        best_so_far = max((earlier["val_accuracy"] for earlier in self.history), default=-math.inf)
+        self.history.append(record)
+        if record["val_accuracy"] > best_so_far:
+            save_weights_atomically(self.backbone, self.weights_path)
+        self.write_report(completed=False)
+
+    def write_report(self, completed: bool) -> dict:
+        """Writes the report with the history so far; returns it."""
+        accuracies = [record["val_accuracy"] for record in self.history]
+        best = int(np.argmax(accuracies)) if accuracies else None
+        report = dict(
+            self.report,
+            completed=completed,
+            val_accuracy=accuracies,
+            best_epoch=None if best is None else best + 1,
+            best_val_accuracy=None if best is None else accuracies[best],
+            history=self.history,
+        )
+        write_json_atomically(self.report_path, report)
+        return report
+
+
+def pretrain(
+    config: PretrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto"
+) -> PretrainResult:
+    """Trains the compact backbone on `config.data_dir` and saves its best-epoch weights.
+
+    Resumes from `config.output_dir/backup` when an earlier run of the same config was
+    interrupted (the report's history of the finished epochs is kept).
+
+    Args:
+        config: the run.
+        callbacks: extra Keras callbacks for `fit`, run after the task's own.
+        verbose: `model.fit` verbosity ("auto"/1 progress bar, 2 one line per epoch, 0 silent).
+
+    Returns:
+        The paths of the weights file and JSON report, and the report.
+
+    Raises:
+        InputError: a missing or empty split or class folder, or an undecodable image.
+    """
+    train_split = load_split(
+        os.path.join(config.data_dir, TRAIN_SPLIT), config.image_size, max_per_class=config.max_per_class
+    )
+    val_split = load_split(
+        os.path.join(config.data_dir, VALIDATION_SPLIT),
+        config.image_size,
+        train_split.class_names,
+        config.max_per_class,
+    )
+    steps_per_epoch = len(train_split.labels) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{config.data_dir}: {len(train_split.labels)} training images, fewer than one batch "
+            f"of {config.batch_size}"
+        )
+
+    os.makedirs(config.output_dir, exist_ok=True)
+    weights_path = os.path.join(config.output_dir, WEIGHTS_FILE)
+    report_path = os.path.join(config.output_dir, REPORT_FILE)
+    backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
+    earlier_history = []
+    if os.path.isdir(backup_dir) and os.path.exists(report_path):
+        with open(report_path) as handle:
+            earlier_history = json.load(handle).get("history", [])
+
+    keras.utils.set_random_seed(config.seed)
+    backbone = build_backbone(BACKBONE, config.image_size)
+    classifier = build_classifier(backbone, len(train_split.class_names), config.dropout)
+    classifier.compile(
+        optimizer=build_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    checkpoint = BestBackboneCheckpoint(
+        backbone,
+        weights_path,
+        report_path,
+        {
+            "backbone": BACKBONE,
+            "weights_file": WEIGHTS_FILE,
+            "classes": train_split.class_names,
+            "image_size": config.image_size,
+            "epochs": config.epochs,
+            "train_images": len(train_split.labels),
+            "val_images": len(val_split.labels),
+            "config": dataclasses.asdict(config),
+        },
+        earlier_history,
+    )
+    # The checkpoint runs before the backup, so a crash between them re-runs (and re-records)
+    # the epoch rather than losing its record.
+    classifier.fit(
+        training_dataset(train_split, config),
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=evaluation_dataset(val_split, config.batch_size),
+        shuffle=False,  # training_dataset shuffles
+        callbacks=[checkpoint, keras.callbacks.BackupAndRestore(backup_dir), *callbacks],
+        verbose=verbose,
+    )
+    return PretrainResult(weights_path, report_path, checkpoint.write_report(completed=True))
+
