@@ -72,3 +72,36 @@ def ck48_tfrecords(ck48_dir, tmp_path_factory) -> str:
     )
     assert not report.failures, report.summary()
     return directory
+
+
+@pytest.fixture(scope="session")
+def small_demo_corpus(tmp_path_factory) -> pathlib.Path:
+    """The synthetic demo corpus (`data.demo`) with 1 + 1 four-frame clips per class; its
+    `demo_sequence.avi` is 134 frames of 256 x 256, one face through the 4 expressions."""
+    from keras_emotion.data.demo import make_demo_corpus
+
+    return make_demo_corpus(tmp_path_factory.mktemp("small_demo") / "corpus", num_train=1, num_val=1, frames=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model_dir(tmp_path_factory) -> str:
+    """A `training.task.save_trained_model` folder of an untrained tiny model for the 4 demo
+    classes: compact backbone, 8 frames, 64 px crops of the 73 px resized face, 2 SA heads,
+    temporal softmax pooling. Its class-score kernel is scaled up 200 times so that the
+    probabilities and frame importances differ clearly from one input to another."""
+    import keras
+
+    from keras_emotion.data.demo import CLASS_NAMES
+    from keras_emotion.data.pipeline import InputConfig
+    from keras_emotion.models import ModelConfig, build_model
+    from keras_emotion.training.task import save_trained_model
+
+    config = ModelConfig(num_classes=4, num_frames=8, image_size=64, num_heads=2, attention_units=8)
+    keras.utils.set_random_seed(5)
+    model = build_model(config)
+    kernel = model.get_layer("frame_scores").kernel
+    kernel.assign(kernel.numpy() * 200.0)
+    directory = str(tmp_path_factory.mktemp("tiny_trained_model"))
+    input_config = InputConfig(file_pattern=directory, num_frames=8, image_size=64, crop_fraction=0.875)
+    save_trained_model(model, directory, config, input_config, list(CLASS_NAMES))
+    return directory

@@ -100,6 +100,21 @@ class AlignedFrames:
     seconds: dict
 
 
+@dataclasses.dataclass
+class DetectedFace:
+    """One face found by `FaceAligner.find_faces` (K landmarks).
+
+    Attributes:
+        box: float64 (4,) [left, top, right, bottom] in image pixels.
+        score: the detector's confidence (HOG margin, or CNN confidence).
+        landmarks: float64 (K, 2) landmarks (x, y) in image pixels.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+
 class NoFaceError(ValueError):
     """No frame of a clip contains a face; `.source` names the clip."""
 
@@ -144,7 +159,7 @@ def _shape_predictor(points: int):
     return dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
 
 
-def _box_overlaps(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+def box_overlaps(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Intersection over union of each (N, 4) [left, top, right, bottom] box with one (4,) box: (N,)."""
     width = np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
     height = np.clip(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0, None)
@@ -166,7 +181,7 @@ def _pick_box(boxes: np.ndarray, scores: np.ndarray, previous: np.ndarray | None
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         confident = scores >= scores.max() / 2
         return int(np.argmax(np.where(confident, areas, -1.0)))
-    overlaps = _box_overlaps(boxes, previous)
+    overlaps = box_overlaps(boxes, previous)
     if overlaps.max() > 0:
         return int(np.argmax(overlaps))
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -217,13 +232,14 @@ class FaceAligner:
     def __repr__(self):
         return f"FaceAligner({self.config!r})"
 
-    def _find_face(self, rgb: np.ndarray, previous_box: np.ndarray | None, seconds: dict):
-        """Detects the faces of one (H, W, 3) frame and locates the landmarks of the tracked one.
+    def _detect(self, rgb: np.ndarray, seconds: dict):
+        """Runs the detectors on one (H, W, 3) frame, upscaled when it is small (MIN_DETECTION_SIDE).
 
         Returns:
-            None where no face is found, else (box, landmarks, used_cnn): the
-            kept (4,) [left, top, right, bottom] box and its (K, 2) landmarks
-            in frame pixels, and whether the CNN detector found it.
+            (scaled, scale, rectangles, boxes, scores, used_cnn): the image the detectors saw,
+            its integer upscale factor, the dlib rectangles in it, the (N, 4) [left, top,
+            right, bottom] boxes in frame pixels, their (N,) scores, and whether the CNN
+            detector found them (HOG found none).
         """
         started = time.perf_counter()
         height, width = rgb.shape[:2]
@@ -237,18 +253,54 @@ class FaceAligner:
             rectangles = [detection.rect for detection in detections]
             scores = [detection.confidence for detection in detections]
             used_cnn = bool(rectangles)
-        seconds["detection"] += time.perf_counter() - started
-        if not rectangles:
-            return None
-
-        started = time.perf_counter()
         corners = np.array([[[r.left(), r.top()], [r.right(), r.bottom()]] for r in rectangles], dtype=np.float64)
         boxes = _unscale_pixels(corners, scale).reshape(-1, 4)
-        kept = _pick_box(boxes, np.array(scores), previous_box)
-        shape = _shape_predictor(self.config.landmarks)(rgb, rectangles[kept])
+        seconds["detection"] += time.perf_counter() - started
+        return rgb, scale, rectangles, boxes, np.array(scores, dtype=np.float64), used_cnn
+
+    def _landmarks(self, scaled: np.ndarray, scale: int, rectangle, seconds: dict) -> np.ndarray:
+        """(K, 2) landmarks, in frame pixels, of the face in dlib `rectangle` of the upscaled `scaled` image."""
+        started = time.perf_counter()
+        shape = _shape_predictor(self.config.landmarks)(scaled, rectangle)
         landmarks = np.array([[point.x, point.y] for point in shape.parts()], dtype=np.float64)
         seconds["landmarks"] += time.perf_counter() - started
-        return boxes[kept], _unscale_pixels(landmarks, scale), used_cnn
+        return _unscale_pixels(landmarks, scale)
+
+    def _find_face(self, rgb: np.ndarray, previous_box: np.ndarray | None, seconds: dict):
+        """Detects the faces of one (H, W, 3) frame and locates the landmarks of the tracked one.
+
+        Returns:
+            None where no face is found, else (box, landmarks, used_cnn): the
+            kept (4,) [left, top, right, bottom] box and its (K, 2) landmarks
+            in frame pixels, and whether the CNN detector found it.
+        """
+        scaled, scale, rectangles, boxes, scores, used_cnn = self._detect(rgb, seconds)
+        if not rectangles:
+            return None
+        kept = _pick_box(boxes, scores, previous_box)
+        return boxes[kept], self._landmarks(scaled, scale, rectangles[kept], seconds), used_cnn
+
+    def find_faces(self, image: np.ndarray) -> list[DetectedFace]:
+        """Every face of one image (same formats as a frame of `align_clip`), with its landmarks.
+
+        Returns:
+            One `DetectedFace` per detection, in the detector's order (box and
+            landmarks in image pixels); an empty list when there is none.
+        """
+        seconds = dict.fromkeys(_STAGES, 0.0)
+        scaled, scale, rectangles, boxes, scores, _ = self._detect(as_rgb_uint8(image), seconds)
+        return [
+            DetectedFace(box=box, score=float(score), landmarks=self._landmarks(scaled, scale, rectangle, seconds))
+            for rectangle, box, score in zip(rectangles, boxes, scores)
+        ]
+
+    def align_to_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Aligns one image with given (K, 2) landmarks (e.g. from `find_faces`), like `align_clip` does.
+
+        Returns:
+            (face, aligned_landmarks): uint8 (S, S, 3) and float32 (K, 2) in aligned-face pixels.
+        """
+        return self._align(as_rgb_uint8(image), np.asarray(landmarks, np.float64), dict.fromkeys(_STAGES, 0.0))
 
     def _align(self, rgb: np.ndarray, landmarks: np.ndarray, seconds: dict) -> tuple[np.ndarray, np.ndarray]:
         """Warps (H, W, 3) `rgb` so that the eyes of (K, 2) `landmarks` land on the template.

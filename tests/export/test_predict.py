@@ -1,0 +1,243 @@
+"""Tests of keras_emotion.export.predictor and scripts/predict.py on the synthetic demo video.
+
+References are computed independently: faces aligned by `FaceAligner.align_clip` (the
+preprocessing path), resized with OpenCV's area interpolation, and the Keras model called
+directly.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_emotion.data.faces import AlignmentConfig, FaceAligner
+from keras_emotion.data.video import InputError, read_frames
+from keras_emotion.export.predictor import (
+    FaceTracker,
+    PredictConfig,
+    SlidingWindows,
+    load_clip_model,
+    predict_video,
+    write_prediction,
+)
+from keras_emotion.training.task import load_trained_model
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+ALIGNMENT = AlignmentConfig(upsample=0, cnn_fallback=False)  # the demo face is ~130 px wide
+CLASS_NAMES = ["anger", "happy", "sadness", "surprise"]
+
+
+@pytest.fixture(scope="module")
+def sequence_path(small_demo_corpus) -> str:
+    return str(small_demo_corpus / "demo_sequence.avi")
+
+
+@pytest.fixture(scope="module")
+def sequence_faces(sequence_path) -> np.ndarray:
+    """uint8 (134, 256, 256, 3): the sequence aligned as preprocessing aligns a clip."""
+    frames, _ = read_frames(sequence_path)
+    aligned = FaceAligner(ALIGNMENT).align_clip(frames)
+    assert aligned.detected.all()
+    return aligned.faces
+
+
+@pytest.fixture(scope="module")
+def keras_model(tiny_trained_model_dir):
+    return load_clip_model(tiny_trained_model_dir)
+
+
+@pytest.fixture(scope="module")
+def sequence_prediction(sequence_path, keras_model) -> dict:
+    return predict_video(sequence_path, keras_model, PredictConfig(window=8, stride=8), ALIGNMENT)
+
+
+def reference_outputs(trained, faces: np.ndarray) -> dict:
+    """The Keras model called on (8, 256, 256, 3) faces resized to 73 px by OpenCV and centre cropped to 64."""
+    resized = np.stack([cv2.resize(face.astype(np.float32), (73, 73), interpolation=cv2.INTER_AREA) for face in faces])
+    frames = resized[np.newaxis, :, 4:68, 4:68, :]
+    outputs = trained.model.predict_on_batch({"frames": frames, "frame_mask": np.ones((1, len(faces)), np.float32)})
+    return {name: np.asarray(value[0]) for name, value in outputs.items()}
+
+
+def test_prediction_matches_the_model_called_on_aligned_windows(
+    sequence_prediction, sequence_faces, tiny_trained_model_dir
+):
+    prediction = sequence_prediction
+    assert prediction["model"]["class_names"] == CLASS_NAMES and prediction["model"]["format"] == "keras"
+    assert prediction["fps"] == 25.0 and (prediction["window"], prediction["stride"]) == (8, 8)
+    assert [record["faces"] for record in prediction["frames"]] == [1] * 134
+    (track,) = prediction["tracks"]
+    assert (track["first_frame"], track["last_frame"], track["num_frames"]) == (0, 133, 134)
+    assert track["detected_frames"] == 134 and track["missed_frames"] == []
+    # 16 full windows, then the last 8 frames for the 6 frames no window covered yet.
+    starts = [window["first_frame"] for window in track["windows"]]
+    assert starts == list(range(0, 128, 8)) + [126]
+    trained = load_trained_model(tiny_trained_model_dir)
+    for window in track["windows"]:
+        first, last = window["first_frame"], window["last_frame"]
+        assert last - first == 7
+        expected = reference_outputs(trained, sequence_faces[first : last + 1])
+        probabilities = np.array([window["probabilities"][name] for name in CLASS_NAMES])
+        np.testing.assert_allclose(probabilities, expected["probabilities"], atol=2e-3)
+        np.testing.assert_allclose(window["frame_importance"], expected["frame_importance"], atol=2e-3)
+        assert window["label"] == CLASS_NAMES[int(np.argmax(expected["probabilities"]))]
+    window_probabilities = np.array([[w["probabilities"][name] for name in CLASS_NAMES] for w in track["windows"]])
+    assert np.ptp(window_probabilities, axis=0).max() > 0.02, "the windows should not all look alike to the model"
+    track_probabilities = np.array([track["probabilities"][name] for name in CLASS_NAMES])
+    np.testing.assert_allclose(track_probabilities, window_probabilities.mean(axis=0), atol=1e-5)
+    assert track["label"] == CLASS_NAMES[int(np.argmax(track_probabilities))]
+    assert len(track["frame_importance"]) == 134
+    assert sum(track["frame_importance"]) == pytest.approx(1.0, abs=1e-4)
+    # Frames 126..127 are in two windows: their importance is the sum of both shares / 17.
+    overlap = track["windows"][-2]["frame_importance"][6] + track["windows"][-1]["frame_importance"][0]
+    assert track["frame_importance"][126] == pytest.approx(overlap / 17, abs=1e-5)
+
+
+def test_long_input_streams_with_a_bounded_buffer(sequence_prediction):
+    stats = sequence_prediction["stats"]
+    assert stats["frames_read"] == stats["frames_processed"] == 134
+    assert 0 < stats["peak_buffered_faces"] <= 8  # one window of the one face, not the video
+
+
+def test_sliding_windows_cover_a_long_stream():
+    windows, stride, length = SlidingWindows(16, 5), 5, 1003
+    emitted, most_held = [], 0
+    for index in range(length):
+        window = windows.push(index, f"face {index}")
+        most_held = max(most_held, len(windows))
+        if window is not None:
+            emitted.append(window)
+    emitted.append(windows.finish())
+    assert windows.finish() is None
+    assert most_held == 16
+    starts = [window.frame_indices[0] for window in emitted]
+    assert starts[:-1] == list(range(0, length - 16 + 1, stride))
+    assert emitted[-1].frame_indices == list(range(length - 16, length))
+    for window in emitted:
+        assert window.frame_indices == list(range(window.frame_indices[0], window.frame_indices[0] + 16))
+        assert window.items == [f"face {index}" for index in window.frame_indices]
+    covered = {index for window in emitted for index in window.frame_indices}
+    assert covered == set(range(length))
+
+
+def test_a_stream_shorter_than_a_window_gives_one_window():
+    windows = SlidingWindows(8, 4)
+    assert all(windows.push(index, index) is None for index in range(5))
+    assert windows.finish().frame_indices == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="stride <= window"):
+        SlidingWindows(4, 5)
+
+
+def test_tracker_follows_boxes_by_overlap_then_centre_and_ends_lost_tracks():
+    tracker = FaceTracker(iou_threshold=0.3, max_centre_distance=0.5, max_missed=2)
+    left, right = np.array([0.0, 0, 100, 100]), np.array([300.0, 0, 400, 100])
+    assert tracker.update([left, right]) == ([0, 1], [])
+    # Listed in the other order and moved a little: matched by overlap.
+    assert tracker.update([right + 10, left + 5]) == ([1, 0], [])
+    # The left face shrinks to a box of IoU 0.16 but its centre moved 0.07 widths: still track 0.
+    far = np.array([30.0, 30, 70, 70])
+    assert tracker.update([far]) == ([0], [])
+    assert tracker.update([far]) == ([0], [])
+    assert tracker.update([far]) == ([0], [1])  # track 1 missed 3 > 2 frames
+    assert tracker.update([right]) == ([2], [])  # a face where track 1 was is a new track
+    assert tracker.live_tracks() == [0, 2]
+
+
+def test_two_faces_side_by_side_give_two_tracks(tmp_path, sequence_path, keras_model, write_avi):
+    frames, _ = read_frames(sequence_path)
+    side_by_side = [np.concatenate([frames[i], frames[46 + i][:, ::-1]], axis=1) for i in range(20)]
+    video = tmp_path / "two_faces.avi"
+    write_avi(video, side_by_side, fps=25.0)
+    prediction = predict_video(str(video), keras_model, PredictConfig(window=8, stride=4), ALIGNMENT)
+
+    assert [record["faces"] for record in prediction["frames"]] == [2] * 20
+    assert len(prediction["tracks"]) == 2
+    sides = {}
+    for track in prediction["tracks"]:
+        assert (track["first_frame"], track["last_frame"], track["detected_frames"]) == (0, 19, 20)
+        assert [w["first_frame"] for w in track["windows"]] == [0, 4, 8, 12]
+        centres = [np.mean(record["tracks"][str(track["track"])][0::2]) for record in prediction["frames"]]
+        assert max(centres) < 256 or min(centres) >= 256, "a track jumped between the two faces"
+        sides["left" if max(centres) < 256 else "right"] = track
+    assert set(sides) == {"left", "right"}
+    assert sides["left"]["probabilities"] != sides["right"]["probabilities"]
+
+
+def test_frame_step_processes_every_nth_frame(sequence_path, keras_model):
+    prediction = predict_video(sequence_path, keras_model, PredictConfig(window=8, frame_step=3), ALIGNMENT)
+    assert [record["frame"] for record in prediction["frames"]] == list(range(0, 134, 3))
+    assert prediction["stats"]["frames_read"] == 134
+    (track,) = prediction["tracks"]
+    assert (track["first_frame"], track["last_frame"], track["num_frames"]) == (0, 132, 45)
+    assert prediction["stride"] == 4
+
+
+def test_saved_model_gives_the_keras_model_predictions(
+    tmp_path, tiny_trained_model_dir, keras_model, sequence_faces, sequence_path
+):
+    from keras_emotion.export.saved_model import export_trained_model
+
+    version_dir = export_trained_model(tiny_trained_model_dir, str(tmp_path), "emotion")
+    served = load_clip_model(str(tmp_path / "emotion"))  # the TF Serving folder: highest version
+    assert served.description == {"path": version_dir, "format": "saved_model"}
+    assert served.class_names == CLASS_NAMES and served.num_frames is None
+    for first in (0, 50, 100):
+        faces = sequence_faces[first : first + 8]
+        expected, answer = keras_model.predict(faces), served.predict(faces)
+        np.testing.assert_allclose(answer.probabilities, expected.probabilities, atol=1e-4)
+        np.testing.assert_allclose(answer.frame_importance, expected.frame_importance, atol=1e-4)
+        np.testing.assert_allclose(answer.spatial_attention, expected.spatial_attention, atol=1e-4)
+
+    folder = tmp_path / "frames"  # a folder of frames works like a video
+    folder.mkdir()
+    frames, _ = read_frames(sequence_path)
+    for index, frame in enumerate(frames[40:52]):
+        cv2.imwrite(str(folder / f"frame{index}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    prediction = predict_video(str(folder), served, PredictConfig(stride=8), ALIGNMENT)
+    (track,) = prediction["tracks"]
+    assert prediction["window"] == 16 and prediction["model"]["frames_per_clip"] is None
+    assert [(w["first_frame"], w["last_frame"]) for w in track["windows"]] == [(0, 11)]
+    assert len(track["windows"][0]["frame_importance"]) == 12
+
+
+def test_missing_or_corrupt_videos_and_model_folders_are_named(tmp_path, keras_model):
+    missing = tmp_path / "missing.avi"
+    with pytest.raises(InputError, match=f"^{missing}: no such file"):
+        predict_video(str(missing), keras_model)
+    corrupt = tmp_path / "corrupt.avi"
+    corrupt.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(InputError, match=f"^{corrupt}: cannot open video"):
+        predict_video(str(corrupt), keras_model)
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path}: not a model directory"):
+        load_clip_model(str(tmp_path))
+
+
+def test_write_prediction_and_the_command_line(tmp_path, sequence_path, tiny_trained_model_dir, write_avi):
+    prediction = {"tracks": [{"track": 0, "probabilities": {"happy": 0.5}}], "frames": [{"frame": 0, "faces": 1}]}
+    path = write_prediction(prediction, str(tmp_path / "out" / "prediction.json"))
+    assert json.loads(pathlib.Path(path).read_text()) == prediction
+    assert os.listdir(tmp_path / "out") == ["prediction.json"]  # no temporary file left
+
+    frames, _ = read_frames(sequence_path)
+    video = tmp_path / "short.avi"
+    write_avi(video, frames[40:52], fps=25.0)
+    output = tmp_path / "cli.json"
+    ran = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), "--model", tiny_trained_model_dir]
+        + ["--input", str(video), "--output", str(output), "--upsample", "0", "--frame_step", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"{video}: 12 frames read, 6 processed, 1 face track(s) -> {output}" in ran.stdout
+    written = json.loads(output.read_text())
+    (track,) = written["tracks"]
+    assert written["frame_step"] == 2 and written["window"] == 8 and written["stride"] == 4
+    assert (track["first_frame"], track["last_frame"], track["num_frames"]) == (0, 10, 6)
+    assert f"track 0: frames 0-10, 1 window(s), {track['label']}" in ran.stdout
