@@ -1,0 +1,125 @@
+"""The configuration of a training run: model, data, optimisation, output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+from keras_emotion.data.pipeline import InputConfig
+from keras_emotion.data.preprocess import write_json_atomically
+from keras_emotion.models.config import ModelConfig
+
+MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `keras_emotion.training.task.train` needs.
+
+    Attributes:
+        train_data: the training input (shards, split, sampling, augmentation, global batch
+            size, seed). Its `num_frames` and `image_size` must equal the model's.
+        val_data: the validation input (evaluation mode), or None for no validation.
+        model: the model to build (its `backbone_weights` are loaded before training).
+        epochs: number of epochs.
+        steps_per_epoch: optimizer steps per epoch; None: one pass over the training clips.
+        backbone_lr: initial learning rate of the backbone variables.
+        head_lr: initial learning rate of every other variable.
+        momentum: SGD momentum of both groups.
+        weight_decay: decoupled weight decay of both groups (0 disables it).
+        restart_epochs: length of the first SGDR cosine period, in epochs.
+        restart_t_mul: factor applied to the period length at each restart.
+        restart_m_mul: factor applied at each restart to the cosine's amplitude above the floor.
+        restart_alpha: floor of the cosine, as a fraction of the initial learning rate.
+        mixed_precision: one of MIXED_PRECISION_POLICIES.
+        seed: seed of the weight initialisation (the inputs have their own `seed`).
+        output_dir: folder receiving checkpoints, logs and the trained model.
+    """
+
+    train_data: InputConfig
+    val_data: Optional[InputConfig] = None
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    epochs: int = 30
+    steps_per_epoch: Optional[int] = None
+    backbone_lr: float = 1e-5
+    head_lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    restart_epochs: float = 10.0
+    restart_t_mul: float = 2.0
+    restart_m_mul: float = 1.0
+    restart_alpha: float = 0.0
+    mixed_precision: str = "none"
+    seed: int = 0
+    output_dir: str = "runs/emotion"
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        if isinstance(self.train_data, dict):
+            self.train_data = _input_config_from_dict(self.train_data, "train_data")
+        if isinstance(self.val_data, dict):
+            self.val_data = _input_config_from_dict(self.val_data, "val_data")
+        for name, data in (("train_data", self.train_data), ("val_data", self.val_data)):
+            if data is None:
+                continue
+            if self.model.num_frames is not None and data.num_frames != self.model.num_frames:
+                raise ValueError(
+                    f"TrainConfig.{name}.num_frames={data.num_frames} but "
+                    f"model.num_frames={self.model.num_frames}; they must be equal"
+                )
+            if data.image_size != self.model.image_size:
+                raise ValueError(
+                    f"TrainConfig.{name}.image_size={data.image_size} but "
+                    f"model.image_size={self.model.image_size}; they must be equal"
+                )
+        if self.mixed_precision not in MIXED_PRECISION_POLICIES:
+            raise ValueError(
+                f"TrainConfig.mixed_precision={self.mixed_precision!r}; "
+                f"expected one of {MIXED_PRECISION_POLICIES}"
+            )
+        if self.epochs < 1:
+            raise ValueError(f"TrainConfig.epochs={self.epochs}; need at least 1")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"TrainConfig.steps_per_epoch={self.steps_per_epoch}; need at least 1 or None")
+        if self.restart_epochs <= 0:
+            raise ValueError(f"TrainConfig.restart_epochs={self.restart_epochs}; must be > 0")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (nested configs as dicts)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+    def to_json(self, path: str) -> None:
+        """Writes the config to `path` (through a temporary file, then a rename)."""
+        write_json_atomically(path, self.to_dict())
+
+    @classmethod
+    def from_json(cls, path: str) -> "TrainConfig":
+        """Reads a config written by `to_json`."""
+        try:
+            with open(path) as file:
+                values = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from error
+
+
+def _input_config_from_dict(values: dict, name: str) -> InputConfig:
+    """An InputConfig from `dataclasses.asdict` output (JSON turned its tuples into lists)."""
+    known = {f.name for f in dataclasses.fields(InputConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown TrainConfig.{name} fields: {sorted(unknown)}")
+    return InputConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})

@@ -1,0 +1,414 @@
+"""The training task: data + model + loss + optimizer + callbacks, in one place.
+
+Modelled on the tasks of tensorflow/models `official/`: `train(config)` reads a `TrainConfig`,
+builds everything inside the distribution strategy's scope and runs `model.fit`.
+
+    strategy   = distribution.get_strategy()            (MirroredStrategy / MultiWorkerMirrored)
+    inputs     = strategy.distribute_datasets_from_function(pipeline.build_dataset)
+                 (each input pipeline reads its share of the shards, batches per replica)
+    model      = models.build_model(config.model)        (inside strategy.scope())
+    loss       = sparse cross-entropy of p(c), "probabilities" (B, E), clipped away from 0,
+                 + the spatial-attention penalty, which the model adds with add_loss
+    optimizer  = optimizers.build_optimizer              (SGD + SGDR, backbone lr / head lr)
+    callbacks  = learning rates -> logs, BackupAndRestore, best-epoch ModelCheckpoint,
+                 TensorBoard, CSVLogger, console progress
+
+Files under `config.output_dir` (the chief's; other workers use `workers/<task>`):
+
+    train_config.json         the TrainConfig of the run
+    backup/                   BackupAndRestore state (deleted when training completes)
+    checkpoints/best.weights.h5   weights of the best epoch (val_accuracy, else accuracy)
+    history.csv               one row per epoch: loss, accuracy, val_*, learning rates
+    logs/                     TensorBoard
+    trained/                  `save_trained_model` of the best epoch: model.keras, model_info.json
+
+The model is compiled through a one-output view, `keras.Model(inputs, probabilities)`, that
+shares every layer and weight with the built model: Keras can then pair the (B,) labels with
+p(c) without dummy targets for "frame_importance" and "spatial_attention".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import warnings
+from typing import Optional, Sequence
+
+import keras
+import tensorflow as tf
+from keras import tree
+
+from keras_emotion.data import schema
+from keras_emotion.data.pipeline import InputConfig, build_dataset, list_shards
+from keras_emotion.data.preprocess import write_json_atomically
+from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
+from keras_emotion.training.config import TrainConfig
+from keras_emotion.training.distribution import get_strategy, is_multi_worker, worker_output_dir
+from keras_emotion.training.optimizers import build_optimizer, group_learning_rates
+
+MODEL_FILE = "model.keras"
+MODEL_INFO_FILE = "model_info.json"
+MODEL_INFO_VERSION = 1
+BACKUP_DIR = "backup"
+BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
+HISTORY_FILE = "history.csv"
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A model saved by `save_trained_model`, with what is needed to feed it.
+
+    Attributes:
+        model: the Keras model; inputs {"frames": (B, F, S, S, 3) float32 0..255,
+            "frame_mask": (B, F) float32}, outputs {"probabilities": (B, E), ...}.
+        model_config: the ModelConfig it was built from.
+        class_names: E names, index = class index of "probabilities".
+        num_frames: F the model was trained with.
+        image_size: S, side of the crop fed to the model.
+        crop_fraction: S / side of the resized aligned face the centre crop is taken from.
+        dataset_manifest: the training data's manifest.json (alignment parameters under
+            "preprocessing", aligned face size under "image_size"), or None without one.
+    """
+
+    model: keras.Model
+    model_config: ModelConfig
+    class_names: list
+    num_frames: int
+    image_size: int
+    crop_fraction: float
+    dataset_manifest: Optional[dict]
+
+    def input_config(self, file_pattern: str, **overrides) -> InputConfig:
+        """An evaluation InputConfig that preprocesses like training did (centre crop,
+        uniform sampling); `overrides` set any other InputConfig field."""
+        values = dict(
+            file_pattern=file_pattern,
+            training=False,
+            num_frames=self.num_frames,
+            image_size=self.image_size,
+            crop_fraction=self.crop_fraction,
+        )
+        values.update(overrides)
+        return InputConfig(**values)
+
+
+def train(
+    config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto"
+) -> tuple:
+    """Trains the model of `config` and saves it under `config.output_dir/trained`.
+
+    Resumes from `config.output_dir/backup` when a previous run of the same config was
+    interrupted. Call it before any other TensorFlow work in the process (the strategy, in
+    particular MultiWorkerMirroredStrategy, must be created first).
+
+    Args:
+        config: the TrainConfig.
+        callbacks: extra Keras callbacks, run after the task's own.
+        verbose: `model.fit` verbosity (progress bar, one line per epoch, or silent).
+
+    Returns:
+        (model, history): the built model (dict outputs) holding the weights of the best epoch
+        (best val_accuracy; best training accuracy without validation data), and the
+        `keras.callbacks.History` of `fit`.
+    """
+    strategy = get_strategy()
+    output_dir = worker_output_dir(strategy, config.output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    config.to_json(os.path.join(output_dir, "train_config.json"))
+
+    train_input = dataclasses.replace(config.train_data, repeat=True)
+    class_names = read_class_names(train_input, config.model.num_classes)
+    steps_per_epoch = config.steps_per_epoch or batches_per_pass(train_input)
+
+    keras.utils.set_random_seed(config.seed)
+    with _global_dtype_policy(config.mixed_precision), strategy.scope():
+        model = build_model(config.model)
+        training_model = probabilities_model(model)
+        training_model.compile(
+            optimizer=build_optimizer(config, backbone_variables(model), head_variables(model), steps_per_epoch),
+            loss=classification_loss(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+
+    def distribute(input_config: InputConfig):
+        return strategy.distribute_datasets_from_function(lambda context: build_dataset(input_config, context))
+
+    monitor = "val_accuracy" if config.val_data else "accuracy"
+    backup_dir = os.path.join(output_dir, BACKUP_DIR)
+    best_weights = os.path.join(output_dir, BEST_WEIGHTS_FILE)
+    history_csv = os.path.join(output_dir, HISTORY_FILE)
+    # A backup exists only when a run in this folder was interrupted: its history and best
+    # epoch so far carry over; otherwise the run starts both afresh.
+    resuming = os.path.isdir(backup_dir)
+    os.makedirs(os.path.dirname(best_weights), exist_ok=True)
+    task_callbacks = [
+        LearningRateLogger(),
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.ModelCheckpoint(
+            best_weights,
+            monitor=monitor,
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=_best_recorded(history_csv, monitor) if resuming else None,
+        ),
+        keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), write_graph=False),
+        keras.callbacks.CSVLogger(history_csv, append=resuming),
+    ]
+    with warnings.catch_warnings():
+        # The training data repeats forever, so only the validation data can "run out": that
+        # is how Keras finds the end of a validation pass, not a problem.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = training_model.fit(
+            distribute(train_input),
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the input pipeline shuffles
+            validation_data=distribute(config.val_data) if config.val_data else None,
+            callbacks=task_callbacks + list(callbacks),
+            verbose=verbose,
+        )
+    training_model.load_weights(best_weights)
+    save_trained_model(
+        model,
+        os.path.join(output_dir, "trained"),
+        config.model,
+        train_input,
+        class_names,
+        read_manifest(train_input),
+    )
+    return model, history
+
+
+def classification_loss() -> keras.losses.Loss:
+    """Mean over the batch of -log p(c_true), labels int (B,), probabilities (B, E).
+
+    Keras clips the probabilities to [1e-7, 1 - 1e-7] (`keras.config.epsilon()`) before the
+    log, so a class given probability 0 costs -log(1e-7) instead of infinity.
+    """
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+
+
+def probabilities_model(model: keras.Model) -> keras.Model:
+    """A one-output view of `model`: same inputs, output p(c) (B, E) in float32.
+
+    It calls `model` as a layer, so it shares all weights and collects its add_loss terms.
+    """
+    inputs = {
+        name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)
+        for name, tensor in model.input.items()
+    }
+    probabilities = model(inputs)["probabilities"]
+    probabilities = keras.layers.Activation("linear", dtype="float32", name="probabilities")(probabilities)
+    return _MultiWorkerSafeModel(inputs, probabilities, name=f"{model.name}_probabilities")
+
+
+class _MultiWorkerSafeModel(keras.Model):
+    """A functional model whose `fit` also runs under a multi-worker strategy.
+
+    Works around two bugs of Keras 3.15's TensorFlow trainer with MultiWorkerMirroredStrategy
+    over several workers (keras-team/keras#20329, tensorflow/tensorflow#72388):
+
+    - before the first step Keras reduces the whole first batch with one `strategy.reduce`,
+      only to learn the input shapes, and the strategy rejects nested values ("Attempt to
+      convert a value ({'frames': PerReplica...}) ... to a Tensor"). The shapes are taken
+      from the first local replica's tensors instead, which needs no communication.
+    - Keras averages each step's logs across workers with `strategy.reduce("MEAN", v,
+      axis=0)`, which fails on the scalar loss and metrics ("Invalid reduction dimension 0
+      for input with 0 dimensions"). With several workers each log gets a leading axis of
+      length 1 that this reduction then removes.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tree.map_structure(
+                    lambda value: self.distribute_strategy.experimental_local_results(value)[0], next(batches)
+                )
+                break
+        super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def train_step(self, data):
+        return self._logs_for_reduction(super().train_step(data))
+
+    def test_step(self, data):
+        return self._logs_for_reduction(super().test_step(data))
+
+    def _logs_for_reduction(self, logs: dict) -> dict:
+        if not is_multi_worker(self.distribute_strategy):
+            return logs
+        return {name: keras.ops.expand_dims(value, 0) for name, value in logs.items()}
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds each parameter group's learning rate at the end of an epoch to the logs
+    ("lr_backbone_sgd", "lr_head_sgd"), so CSVLogger and TensorBoard record them."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({f"lr_{name}": rate for name, rate in group_learning_rates(self.model.optimizer).items()})
+
+
+def save_trained_model(
+    model: keras.Model,
+    directory: str,
+    model_config: ModelConfig,
+    input_config: InputConfig,
+    class_names: Sequence[str],
+    dataset_manifest: Optional[dict] = None,
+) -> str:
+    """Saves `model` (without optimizer) and the facts needed to feed it.
+
+    Writes `<directory>/model.keras`, then `<directory>/model_info.json` (format version,
+    model config, class names, num_frames / image_size / crop_fraction of `input_config`,
+    the dataset manifest). Each is written under a temporary name and renamed, the info
+    last, so a directory with a model_info.json is complete.
+
+    Returns:
+        The path of the `.keras` file.
+    """
+    if len(class_names) != model_config.num_classes:
+        raise ValueError(f"{len(class_names)} class names {list(class_names)} for {model_config.num_classes} classes")
+    os.makedirs(directory, exist_ok=True)
+    model_path = os.path.join(directory, MODEL_FILE)
+    partial_path = os.path.join(directory, f".partial.{MODEL_FILE}")
+    model.save(partial_path, include_optimizer=False)
+    os.replace(partial_path, model_path)
+    info = {
+        "format_version": MODEL_INFO_VERSION,
+        "model_config": model_config.to_dict(),
+        "class_names": list(class_names),
+        "num_frames": input_config.num_frames,
+        "image_size": input_config.image_size,
+        "crop_fraction": input_config.crop_fraction,
+        "dataset_manifest": dataset_manifest,
+        "keras_version": keras.__version__,
+    }
+    write_json_atomically(os.path.join(directory, MODEL_INFO_FILE), info)
+    return model_path
+
+
+def load_trained_model(directory: str) -> TrainedModel:
+    """Loads what `save_trained_model` wrote in `directory` (for inference: not compiled).
+
+    Raises:
+        FileNotFoundError: `directory` lacks model_info.json or model.keras (naming it).
+        ValueError: model_info.json is not valid JSON or has another format version.
+    """
+    info_path = os.path.join(directory, MODEL_INFO_FILE)
+    model_path = os.path.join(directory, MODEL_FILE)
+    for path in (info_path, model_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} not found: {directory} is not a trained-model directory (or saving it was interrupted)"
+            )
+    try:
+        with open(info_path) as file:
+            info = json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{info_path}: not valid JSON ({error})") from error
+    if info.get("format_version") != MODEL_INFO_VERSION:
+        raise ValueError(
+            f"{info_path}: format_version={info.get('format_version')!r}; this library reads {MODEL_INFO_VERSION}"
+        )
+    model = keras.models.load_model(model_path, compile=False)
+    return TrainedModel(
+        model=model,
+        model_config=ModelConfig.from_dict(info["model_config"]),
+        class_names=info["class_names"],
+        num_frames=info["num_frames"],
+        image_size=info["image_size"],
+        crop_fraction=info["crop_fraction"],
+        dataset_manifest=info["dataset_manifest"],
+    )
+
+
+def read_manifest(input_config: InputConfig) -> Optional[dict]:
+    """The manifest.json beside the shards of `input_config`, or None when there is none."""
+    path = os.path.join(os.path.dirname(input_config.resolved_pattern), schema.MANIFEST_NAME)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def read_class_names(input_config: InputConfig, num_classes: int) -> list:
+    """The class names: the manifest's "class_names", else the `label_name`s of the clips.
+
+    Raises:
+        ValueError: the number of names differs from `num_classes`, or without a manifest
+            some class index never occurs in the shards (naming the pattern).
+    """
+    manifest = read_manifest(input_config)
+    if manifest is not None:
+        class_names = list(manifest["class_names"])
+    else:
+        names_by_label = dict(_read_labels(input_config))
+        missing = sorted(set(range(num_classes)) - set(names_by_label))
+        if missing:
+            raise ValueError(
+                f"no clip of class index {missing} in {input_config.resolved_pattern!r} and no "
+                f"{schema.MANIFEST_NAME} to name them"
+            )
+        class_names = [names_by_label[label] for label in range(len(names_by_label))]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"{input_config.resolved_pattern!r} has {len(class_names)} classes {class_names} "
+            f"but the model has num_classes={num_classes}"
+        )
+    return class_names
+
+
+def batches_per_pass(input_config: InputConfig) -> int:
+    """Global batches in one pass over the clips of `input_config`.
+
+    Raises:
+        ValueError: there are fewer clips than one batch and partial batches are dropped.
+    """
+    num_clips = sum(1 for _ in _read_labels(input_config))
+    batch_size = input_config.global_batch_size
+    batches = num_clips // batch_size if input_config.drop_remainder else -(-num_clips // batch_size)
+    if batches < 1:
+        raise ValueError(
+            f"{input_config.resolved_pattern!r} holds {num_clips} clips, fewer than one batch "
+            f"of global_batch_size={batch_size}"
+        )
+    return batches
+
+
+def _read_labels(input_config: InputConfig):
+    """Yields (label, label_name) of every clip in the shards of `input_config`."""
+
+    def label_and_name(serialized):
+        clip = schema.parse_clip(serialized)
+        return clip["label"], clip["label_name"]
+
+    records = tf.data.TFRecordDataset(list_shards(input_config))
+    for label, name in records.map(label_and_name).as_numpy_iterator():
+        yield int(label), name.decode("utf-8")
+
+
+def _best_recorded(history_csv: str, monitor: str) -> Optional[float]:
+    """The best (largest) `monitor` value in the interrupted run's history.csv, or None."""
+    if not os.path.exists(history_csv):
+        return None
+    with open(history_csv, newline="") as file:
+        values = [float(row[monitor]) for row in csv.DictReader(file) if row.get(monitor)]
+    return max(values, default=None)
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(name: str):
+    """Sets Keras' global dtype policy ("none" = float32) while the model is built."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if name == "none" else name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

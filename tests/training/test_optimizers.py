@@ -1,0 +1,132 @@
+"""The two-rate SGD: per-group learning rates, SGDR restarts, saving with the model."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_emotion.data.pipeline import InputConfig
+from keras_emotion.models import ModelConfig
+from keras_emotion.training.config import TrainConfig
+from keras_emotion.training.optimizers import build_optimizer, group_learning_rates, sgdr_schedule
+from replica_worker import toy_model, toy_step_config, toy_step_errors
+
+
+def make_config(**overrides) -> TrainConfig:
+    values = dict(
+        train_data=InputConfig("unused", num_frames=3, image_size=32),
+        model=ModelConfig(num_frames=3, image_size=32),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def compiled_toy(config, steps_per_epoch=1):
+    model, backbone = toy_model()
+    head = [v for v in model.trainable_variables if all(v is not b for b in backbone.trainable_variables)]
+    model.compile(
+        optimizer=build_optimizer(config, backbone.trainable_variables, head, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+    )
+    return model
+
+
+def test_each_group_moves_at_its_own_learning_rate():
+    errors = toy_step_errors(toy_step_config(num_frames=3, image_size=32))
+    assert errors["backbone"] < 1e-3, errors
+    assert errors["head"] < 1e-3, errors
+
+
+def cosine_restarts(step, initial, first_period, t_mul, m_mul, alpha):
+    """Reference SGDR (Keras' definition): a cosine from `initial` down to the floor
+    alpha*initial, restarted after each period; each restart multiplies the period by t_mul
+    and the cosine's amplitude above the floor by m_mul."""
+    period, start, scale = first_period, 0, 1.0
+    while step >= start + period:
+        start, period, scale = start + period, period * t_mul, scale * m_mul
+    fraction = (step - start) / period
+    return initial * (alpha + (1 - alpha) * scale * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def test_sgdr_restarts_and_matches_the_formula():
+    config = make_config(restart_epochs=2, restart_t_mul=2.0, restart_m_mul=0.5, restart_alpha=0.1)
+    steps_per_epoch = 5
+    schedule = sgdr_schedule(0.1, config, steps_per_epoch)
+    first_period = 10
+    steps = np.arange(0, 35)
+    rates = np.array([float(schedule(step)) for step in steps])
+    expected = [cosine_restarts(step, 0.1, first_period, 2.0, 0.5, 0.1) for step in steps]
+    np.testing.assert_allclose(rates, expected, rtol=1e-5)
+    assert np.all(np.diff(rates[:first_period]) < 0)
+    assert rates[first_period] > 4 * rates[first_period - 1]  # the warm restart
+    assert rates[first_period] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))  # m_mul
+    assert rates[3 * first_period] == pytest.approx(0.1 * (0.1 + 0.9 * 0.25))  # after a 2x longer period
+
+
+def test_sub_optimizers_follow_their_schedules_during_fit():
+    config = make_config(backbone_lr=0.01, head_lr=0.1, restart_epochs=1)
+    model = compiled_toy(config, steps_per_epoch=3)
+    random = np.random.default_rng(1)
+    x, y = random.normal(size=(12, 5)).astype("float32"), random.integers(0, 3, 12)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    rates = {opt.name: float(opt.learning_rate) for opt in model.optimizer.optimizers}
+    # 3 steps done: a period of 3 steps has ended, so both groups restarted at their initial rate.
+    assert rates == pytest.approx({"backbone_sgd": 0.01, "head_sgd": 0.1})
+    assert [int(opt.iterations) for opt in model.optimizer.optimizers] == [3, 3]
+
+
+def test_optimizer_survives_keras_save_and_load(tmp_path):
+    config = make_config(backbone_lr=0.01, head_lr=0.1)
+    model = compiled_toy(config, steps_per_epoch=2)
+    random = np.random.default_rng(2)
+    x, y = random.normal(size=(16, 5)).astype("float32"), random.integers(0, 3, 16)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "toy.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+
+    assert isinstance(restored.optimizer, keras.optimizers.MultiOptimizer)
+    assert [opt.name for opt in restored.optimizer.optimizers] == ["backbone_sgd", "head_sgd"]
+    for original, loaded in zip(model.optimizer.variables, restored.optimizer.variables):
+        assert original.path == loaded.path
+        np.testing.assert_array_equal(original.numpy(), loaded.numpy())
+    momentum_slots = [v for v in restored.optimizer.variables if "momentum" in v.path]
+    assert len(momentum_slots) == 4 and all(np.any(v.numpy() != 0) for v in momentum_slots)
+
+    # Both continue identically: same groups, rates and momentum.
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    restored.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for original, loaded in zip(model.get_weights(), restored.get_weights()):
+        np.testing.assert_allclose(original, loaded, rtol=1e-6, atol=1e-7)
+
+
+def test_head_variable_with_a_backbone_path_is_rejected():
+    features = keras.Input((4,))
+    backbone = keras.Model(features, keras.layers.Dense(3, name="shared_name")(features), name="backbone")
+    inputs = keras.Input((4,))
+    head = keras.layers.Dense(2, name="shared_name")
+    model = keras.Model(inputs, head(backbone(inputs)))
+    assert [v.path for v in head.trainable_variables] == [v.path for v in backbone.trainable_variables]
+    with pytest.raises(ValueError, match=r"head variables \['shared_name/bias', 'shared_name/kernel'\]"):
+        build_optimizer(make_config(), backbone.trainable_variables, head.trainable_variables, 1)
+    assert len(model.trainable_variables) == 4
+
+
+def test_mixed_float16_wraps_both_groups_in_loss_scaling():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = compiled_toy(make_config(backbone_lr=0.01, head_lr=0.1))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.optimizer.inner_optimizer, keras.optimizers.MultiOptimizer)
+    random = np.random.default_rng(3)
+    x, y = random.normal(size=(8, 5)).astype("float32"), random.integers(0, 3, 8)
+    before = [v.numpy() for v in model.trainable_variables]
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables))
+    decay = 0.5 * (1 + math.cos(math.pi * 2 / 10))  # 2 steps into a 10-step period
+    assert group_learning_rates(model.optimizer) == pytest.approx({"backbone_sgd": 0.01 * decay, "head_sgd": 0.1 * decay})

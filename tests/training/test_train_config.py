@@ -1,0 +1,78 @@
+"""TrainConfig: JSON round trip and the checks of its values."""
+
+import json
+
+import pytest
+
+from keras_emotion.data.pipeline import InputConfig
+from keras_emotion.models import ModelConfig
+from keras_emotion.training.config import TrainConfig
+
+
+def make_config(**overrides) -> TrainConfig:
+    values = dict(
+        train_data=InputConfig("tfrecords/ck48", training=True, num_frames=4, image_size=32, seed=3),
+        val_data=InputConfig("tfrecords/ck48", split="val", num_frames=4, image_size=32, seed=4),
+        model=ModelConfig(num_frames=4, image_size=32, spatial="sa", num_heads=3),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_json_round_trip_keeps_every_field(tmp_path):
+    config = make_config(epochs=7, backbone_lr=2e-5, restart_t_mul=1.5, mixed_precision="mixed_bfloat16")
+    path = str(tmp_path / "train_config.json")
+    config.to_json(path)
+    restored = TrainConfig.from_json(path)
+    assert restored == config
+    assert isinstance(restored.train_data, InputConfig) and isinstance(restored.model, ModelConfig)
+    assert restored.train_data.contrast_range == config.train_data.contrast_range
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_config.json"]
+
+
+def test_defaults_follow_the_paper():
+    config = make_config()
+    assert (config.backbone_lr, config.head_lr, config.momentum, config.weight_decay) == (1e-5, 0.1, 0.9, 5e-5)
+    assert config.epochs == 30
+
+
+def test_input_and_model_sizes_must_agree():
+    with pytest.raises(ValueError, match=r"train_data.num_frames=8 but model.num_frames=4"):
+        make_config(train_data=InputConfig("x", num_frames=8, image_size=32))
+    with pytest.raises(ValueError, match=r"val_data.image_size=64 but model.image_size=32"):
+        make_config(val_data=InputConfig("x", num_frames=4, image_size=64))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"mixed_precision": "float16"}, "mixed_precision='float16'"),
+        ({"epochs": 0}, "epochs=0"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch=0"),
+        ({"restart_epochs": 0}, "restart_epochs=0"),
+    ],
+)
+def test_bad_values_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_config(**overrides)
+
+
+def test_from_json_names_the_file_and_the_problem(tmp_path):
+    unknown = tmp_path / "unknown.json"
+    values = make_config().to_dict()
+    values["learning_rate"] = 0.1
+    unknown.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=r"unknown.json: unknown TrainConfig fields: \['learning_rate'\]"):
+        TrainConfig.from_json(str(unknown))
+
+    nested = tmp_path / "nested.json"
+    values = make_config().to_dict()
+    values["train_data"]["frames"] = 3
+    nested.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=r"nested.json: unknown TrainConfig.train_data fields: \['frames'\]"):
+        TrainConfig.from_json(str(nested))
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        TrainConfig.from_json(str(broken))
