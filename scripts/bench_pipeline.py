@@ -90,9 +90,9 @@ def _time_decoding(jpegs: list) -> tuple:
 
 
 def _benchmark(tfrecord_dir: str) -> dict:
-    from keras_emotion.data import pipeline
+    from keras_emotion.data.config import InputConfig
 
-    config = pipeline.InputConfig(
+    config = InputConfig(
         tfrecord_dir,
         split=FLAGS.split,
         training=True,

@@ -14,7 +14,7 @@ import os
 
 from absl import app, flags
 
-from keras_emotion.data.pipeline import InputConfig
+from keras_emotion.data.config import InputConfig
 from keras_emotion.models.config import BACKBONES, SPATIAL_AGGREGATIONS, TEMPORAL_POOLINGS, ModelConfig
 from keras_emotion.training.config import MIXED_PRECISION_POLICIES, TrainConfig
 from keras_emotion.training.task import read_manifest, train

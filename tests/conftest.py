@@ -92,7 +92,7 @@ def tiny_trained_model_dir(tmp_path_factory) -> str:
     import keras
 
     from keras_emotion.data.demo import CLASS_NAMES
-    from keras_emotion.data.pipeline import InputConfig
+    from keras_emotion.data.config import InputConfig
     from keras_emotion.models import ModelConfig, build_model
     from keras_emotion.training.task import save_trained_model
 
@@ -105,3 +105,14 @@ def tiny_trained_model_dir(tmp_path_factory) -> str:
     input_config = InputConfig(file_pattern=directory, num_frames=8, image_size=64, crop_fraction=0.875)
     save_trained_model(model, directory, config, input_config, list(CLASS_NAMES))
     return directory
+
+
+@pytest.fixture
+def global_dtype_policy():
+    """`keras.mixed_precision.set_global_policy`, for a test that sets Keras' global dtype
+    policy (e.g. "mixed_float16"); the previous policy is restored after the test."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy(previous)

@@ -41,9 +41,9 @@ from keras_emotion.data.preprocess import (
     Report,
     index_shards,
     run_clip,
-    write_json_atomically,
     write_manifest,
 )
+from keras_emotion.files import write_json_atomically
 
 METRICS_NAMESPACE = "keras_emotion.preprocess"
 FAILURES_TAG = "failures"

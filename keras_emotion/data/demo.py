@@ -38,11 +38,12 @@ import functools
 import json
 import os
 import pathlib
-import shutil
-import uuid
 
 import cv2
 import numpy as np
+
+from keras_emotion.data.faces import detect_landmarks
+from keras_emotion.files import atomic_directory
 
 CLASS_NAMES = ("anger", "happy", "sadness", "surprise")
 SPLITS = ("Train", "Val")
@@ -181,30 +182,6 @@ def sample_clip_style(rng: np.random.Generator, num_frames: int) -> ClipStyle:
         apex=apex,
         noise_std=float(rng.uniform(1.0, 4.0)),
     )
-
-
-@functools.lru_cache(maxsize=None)
-def _dlib_models():
-    import dlib
-    import face_recognition_models
-
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-    return dlib.get_frontal_face_detector(), predictor
-
-
-def detect_landmarks(image_rgb: np.ndarray, upsample: int = 1) -> np.ndarray | None:
-    """The 68 dlib landmarks of the highest-scoring face in a uint8 (H, W, 3) RGB image.
-
-    Returns:
-        float32 (68, 2) pixel coordinates (x, y), or None when no face is found.
-    """
-    detector, predictor = _dlib_models()
-    image_rgb = np.ascontiguousarray(image_rgb)
-    boxes, scores, _ = detector.run(image_rgb, upsample, 0.0)
-    if not boxes:
-        return None
-    shape = predictor(image_rgb, boxes[int(np.argmax(scores))])
-    return np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float32)
 
 
 def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -506,8 +483,9 @@ def make_demo_corpus(
     """Generates the synthetic demo corpus at `root` (see the module docstring).
 
     The corpus is written into a temporary sibling folder and renamed to
-    `root` when complete, so `root` never holds a partial corpus.  When `root`
-    already holds a complete corpus with the same parameters, nothing is done.
+    `root` when complete (`files.atomic_directory`), so `root` never holds a
+    partial corpus.  When `root` already holds a complete corpus with the same
+    parameters, nothing is done.
 
     Args:
         root: folder to create.
@@ -545,16 +523,10 @@ def make_demo_corpus(
 
     if check_existing():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
-        _write_corpus(staging, parameters)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not check_existing():  # someone else finished first; anything else is a real error
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with atomic_directory(root) as staging:
+            _write_corpus(pathlib.Path(staging), parameters)
+    except FileExistsError:
+        if not check_existing():  # someone else finished first; anything else is a real error
+            raise
     return root

@@ -385,3 +385,21 @@ class FaceAligner:
         if found is None:
             return None
         return self._align(rgb, found[1], seconds)
+
+
+def detect_landmarks(image: np.ndarray, upsample: int = 1, landmarks: int = 68) -> np.ndarray | None:
+    """The landmarks of the highest-scoring face that the HOG detector finds in one image.
+
+    Args:
+        image: one image, in the formats of a frame of `FaceAligner.align_clip`.
+        upsample: detector upsampling (see `AlignmentConfig.upsample`).
+        landmarks: 68 or 5, the shape predictor.
+
+    Returns:
+        float32 (K, 2) landmarks (x, y) in image pixels, or None when no face is found.
+    """
+    aligner = FaceAligner(AlignmentConfig(landmarks=landmarks, cnn_fallback=False, upsample=upsample))
+    found = aligner.find_faces(image)
+    if not found:
+        return None
+    return max(found, key=lambda face: face.score).landmarks.astype(np.float32)

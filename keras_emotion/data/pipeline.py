@@ -1,5 +1,7 @@
 """The tf.data input pipeline: aligned-face TFRecord shards -> batches of frame stacks.
 
+What is read and how is an `InputConfig` (`data.config`, importable without TensorFlow).
+
 Order of the stages (`build_dataset`):
 
     list shards -> shard per input pipeline (tf.distribute) -> interleave TFRecordDataset
@@ -41,97 +43,15 @@ the same `InputConfig.seed` gives the same batches and a different seed differen
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import random
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data import schema
-
-SAMPLINGS = ("random", "uniform", "all")
-
-
-@dataclasses.dataclass
-class InputConfig:
-    """What `build_dataset` reads and how it samples, augments and batches.
-
-    Attributes:
-        file_pattern: a glob of TFRecord shards, or a directory holding
-            `<split>-*.tfrecord` shards (see `schema.shard_pattern`).
-        split: split name, used only when `file_pattern` is a directory.
-        training: True for training (shuffle, random crop, flip, jitter), False for evaluation.
-        num_frames: F, frames per clip for "random" and "uniform" sampling.
-        image_size: S, side of the square crop that is returned.
-        crop_fraction: S / side of the resized frame the crop is taken from, in (0, 1].
-        sampling: one of SAMPLINGS; None picks "random" when training, else "uniform".
-        global_batch_size: clips per step over all replicas.
-        shuffle_buffer: clips in the shuffle buffer (training only).
-        repeat: repeat the data forever (the caller decides epochs / steps).
-        drop_remainder: drop the last partial batch; None means "when training".
-        seed: seed of shuffling, sampling and augmentation. None draws one when the config is
-            created and stores it here, so it can be logged and reused.
-        deterministic: keep the element order fixed despite parallel reads and maps.
-        flip: random horizontal flip when training.
-        color_jitter: random brightness and contrast change when training.
-        brightness_delta: brightness shift drawn from [-delta, delta], in 0..255 pixel units.
-        contrast_range: (low, high) of the contrast factor.
-        cycle_length: shards read in parallel.
-        check_shards: read the first record of every shard when the dataset is built, so that
-            a file that is not a clip TFRecord is reported by name (one small read per shard).
-    """
-
-    file_pattern: str
-    split: str = "train"
-    training: bool = False
-    num_frames: int = 16
-    image_size: int = 64
-    crop_fraction: float = 0.875
-    sampling: Optional[str] = None
-    global_batch_size: int = 8
-    shuffle_buffer: int = 256
-    repeat: bool = False
-    drop_remainder: Optional[bool] = None
-    seed: Optional[int] = None
-    deterministic: bool = True
-    flip: bool = True
-    color_jitter: bool = False
-    brightness_delta: float = 32.0
-    contrast_range: tuple = (0.8, 1.25)
-    cycle_length: int = 4
-    check_shards: bool = True
-
-    def __post_init__(self):
-        if self.sampling is None:
-            self.sampling = "random" if self.training else "uniform"
-        if self.drop_remainder is None:
-            self.drop_remainder = self.training
-        if self.seed is None:
-            self.seed = random.SystemRandom().randrange(2**31)
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"InputConfig.sampling={self.sampling!r}; expected one of {SAMPLINGS}")
-        if not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(f"InputConfig.crop_fraction={self.crop_fraction}; must be in (0, 1]")
-        for field in ("num_frames", "image_size", "global_batch_size", "shuffle_buffer", "cycle_length"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"InputConfig.{field}={getattr(self, field)}; must be >= 1")
-        low, high = self.contrast_range
-        if not 0.0 < low <= high:
-            raise ValueError(f"InputConfig.contrast_range={self.contrast_range}; need 0 < low <= high")
-
-    @property
-    def resize_size(self) -> int:
-        """Side every frame is resized to before the S x S crop."""
-        return max(self.image_size, round(self.image_size / self.crop_fraction))
-
-    @property
-    def resolved_pattern(self) -> str:
-        """The glob of the shards: `file_pattern`, or the split's shards when it is a directory."""
-        if tf.io.gfile.isdir(self.file_pattern):
-            return schema.shard_pattern(self.file_pattern, self.split)
-        return self.file_pattern
+from keras_emotion.data.config import SAMPLINGS, InputConfig
+from keras_emotion.files import atomic_write
 
 
 def build_dataset(
@@ -244,21 +164,17 @@ def write_shards(
 ) -> list:
     """Writes `clips` round-robin into `<directory>/<split>-NNNNN.tfrecord` shards.
 
-    Each shard is written under `preprocess.temp_name` and renamed when complete.
+    Each shard is written atomically (`files.atomic_write`).
 
     Returns:
         The shard paths.
     """
-    from keras_emotion.data.preprocess import temp_name
-
-    os.makedirs(directory, exist_ok=True)
     paths = []
     for shard in range(num_shards):
         path = os.path.join(directory, f"{split}-{shard:05d}{schema.SHARD_SUFFIX}")
-        with tf.io.TFRecordWriter(temp_name(path)) as writer:
+        with atomic_write(path) as temp, tf.io.TFRecordWriter(temp) as writer:
             for clip in clips[shard::num_shards]:
                 writer.write(schema.serialize_clip(clip))
-        os.replace(temp_name(path), path)
         paths.append(path)
     return paths
 
@@ -382,7 +298,7 @@ def _make_example(serialized, clip_seed, config: InputConfig):
         tf.random.experimental.stateless_split(tf.stack([clip_seed, tf.constant(0, tf.int64)]), num=4)
     )
     indices = sample_frame_indices(clip_length, config.num_frames, config.sampling, sampling_seed)
-    frames = _decode_resized(clip["frames"], indices, config.resize_size)
+    frames = decode_resized(clip["frames"], indices, config.resize_size)
     if config.training:
         frames = _random_crop(frames, config.image_size, crop_seed)
         if config.flip:
@@ -391,16 +307,16 @@ def _make_example(serialized, clip_seed, config: InputConfig):
         if config.color_jitter:
             frames = _jitter(frames, config, jitter_seed)
     else:
-        offset = (config.resize_size - config.image_size) // 2
-        frames = frames[:, offset : offset + config.image_size, offset : offset + config.image_size, :]
+        frames = centre_crop(frames, config.resize_size, config.image_size)
     num_frames = None if config.sampling == "all" else config.num_frames
     frames = tf.ensure_shape(frames, [num_frames, config.image_size, config.image_size, 3])
     frame_mask = tf.ones([tf.shape(frames)[0]], tf.float32)
     return {"frames": frames, "frame_mask": frame_mask}, clip["label"]
 
 
-def _decode_resized(jpegs, indices, size: int):
-    """Decodes each distinct chosen JPEG once, at reduced scale where possible, and resizes it.
+def decode_resized(jpegs, indices, size: int):
+    """Decodes each distinct chosen JPEG once, at reduced scale where possible, and resizes it
+    (the module docstring tells how).
 
     Args:
         jpegs: (T,) JPEG strings.
@@ -423,6 +339,19 @@ def _decode_resized(jpegs, indices, size: int):
         decode, tf.gather(jpegs, distinct), fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32)
     )
     return tf.gather(decoded, positions)
+
+
+def centre_crop(images, resize_size: int, image_size: int):
+    """The centre S x S window of R x R images, as evaluation crops: (..., R, R, C) -> (..., S, S, C).
+
+    Args:
+        images: (..., R, R, C) with R = `resize_size`.
+        resize_size: R.
+        image_size: S <= R.
+    """
+    offset = (resize_size - image_size) // 2
+    window = slice(offset, offset + image_size)
+    return images[..., window, window, :]
 
 
 def _random_crop(frames, size: int, seed):

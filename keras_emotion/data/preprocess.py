@@ -28,7 +28,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import importlib.metadata
-import json
 import multiprocessing
 import os
 import platform
@@ -46,6 +45,7 @@ from keras_emotion.data import schema
 from keras_emotion.data.datasets import ClipSource, Failure
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, encode_jpeg
 from keras_emotion.data.video import InputError, read_frames, read_image
+from keras_emotion.files import TEMP_SUFFIX, read_json, temp_path, write_json_atomically
 
 STAGES = ("reading", "detection", "landmarks", "alignment", "encoding")
 REPORT_NAME = "report.json"
@@ -297,22 +297,6 @@ def _shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}{schema.SHARD_SUFFIX}"
 
 
-def temp_name(final_path: str) -> str:
-    """`<dir>/.<name>.tmp`: where a file is written before it is renamed to `final_path`."""
-    folder, name = os.path.split(final_path)
-    return os.path.join(folder, f".{name}.tmp")
-
-
-def write_json_atomically(path: str, values: dict) -> None:
-    """Writes `values` as JSON to a temp name beside `path`, then renames it to `path`."""
-    import tensorflow as tf
-
-    temp_path = temp_name(path)
-    with tf.io.gfile.GFile(temp_path, "w") as handle:
-        handle.write(json.dumps(values, indent=2) + "\n")
-    tf.io.gfile.rename(temp_path, path, overwrite=True)
-
-
 def read_shard_entries(path: str) -> list:
     """The ShardEntry of every clip in one shard file (`schema.parse_clip` reads them)."""
     import tensorflow as tf
@@ -389,7 +373,7 @@ def write_manifest(output_dir: str, class_names: Sequence[str], config: Preproce
 class _ShardWriter:
     """Writes the records of one split into shards of at most `max_bytes` bytes.
 
-    Each shard is written under its temp name and renamed to `<split>-NNNNN.tfrecord`
+    Each shard is written under its `files.temp_path` and renamed to `<split>-NNNNN.tfrecord`
     when closed; `shards` receives its entries at that moment.
     """
 
@@ -407,7 +391,7 @@ class _ShardWriter:
         if self._writer is None:
             self._path = os.path.join(self._output_dir, _shard_name(self._split, self._next_index))
             self._next_index += 1
-            self._writer = tf.io.TFRecordWriter(temp_name(self._path))
+            self._writer = tf.io.TFRecordWriter(temp_path(self._path))
         self._writer.write(record)
         self._entries.append(entry)
         self._bytes += size
@@ -417,7 +401,7 @@ class _ShardWriter:
         if self._writer is None:
             return
         self._writer.close()
-        os.replace(temp_name(self._path), self._path)
+        os.replace(temp_path(self._path), self._path)
         self._shards[os.path.basename(self._path)] = self._entries
         self._writer, self._entries, self._bytes = None, [], 0
 
@@ -426,7 +410,7 @@ class _ShardWriter:
         if self._writer is None:
             return
         self._writer.close()
-        os.remove(temp_name(self._path))
+        os.remove(temp_path(self._path))
         self._writer, self._entries, self._bytes = None, [], 0
 
 
@@ -463,8 +447,7 @@ def _check_resumable(output_dir: str, class_names: list, config: PreprocessConfi
     manifest_path = os.path.join(output_dir, schema.MANIFEST_NAME)
     if not os.path.exists(manifest_path):
         raise ValueError(f"{output_dir}: has shards but no {schema.MANIFEST_NAME}; use an empty output folder")
-    with open(manifest_path, encoding="utf-8") as handle:
-        manifest = json.load(handle)
+    manifest = read_json(manifest_path)
     wanted = {
         "class_names": class_names,
         "preprocessing": config.parameters(),
@@ -480,7 +463,8 @@ def _check_resumable(output_dir: str, class_names: list, config: PreprocessConfi
 
 def _remove_stale_temp_shards(output_dir: str) -> None:
     for name in os.listdir(output_dir):
-        if name.startswith(".") and name.endswith(".tmp") and _SHARD_NAME.match(name[1:-4]):
+        shard_name = name[1 : -len(TEMP_SUFFIX)]
+        if _SHARD_NAME.match(shard_name) and name == temp_path(shard_name):
             os.remove(os.path.join(output_dir, name))
 
 

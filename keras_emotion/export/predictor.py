@@ -46,6 +46,7 @@ import numpy as np
 from keras_emotion.data import schema
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, box_overlaps
 from keras_emotion.data.video import iter_frames, video_fps
+from keras_emotion.files import write_json_atomically
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVING_SIGNATURE = "serving_default"
@@ -131,9 +132,9 @@ class KerasClipModel(ClipModel):
     def model_inputs(self, faces: np.ndarray) -> dict:
         """The model's inputs for uint8 (B, F, A, A, 3) aligned faces: {"frames": float32
         (B, F, S, S, 3) in 0..255, "frame_mask": ones (B, F)}."""
-        from keras_emotion.export.saved_model import _resize_and_crop_pixels
+        from keras_emotion.export.saved_model import resize_and_crop_pixels
 
-        frames = _resize_and_crop_pixels(np.asarray(faces, np.uint8), self.preprocessing).numpy()
+        frames = resize_and_crop_pixels(np.asarray(faces, np.uint8), self.preprocessing).numpy()
         return {"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)}
 
     def predict(self, faces: np.ndarray) -> ClipPrediction:
@@ -145,36 +146,29 @@ class SavedModelClipModel(ClipModel):
     serving_default signature, which resizes and crops the aligned faces itself.
 
     The signature takes any number of frames, so by default it is given every frame of a
-    window (num_frames None). Class names: `class_names` if given, else the table the
-    signature's "label" output is gathered from (its one captured string tensor of E names,
-    checked against the label it returns for a probe clip).
+    window (num_frames None). Class names: `class_names` if given, else those the export wrote
+    to `assets.extra/model_info.json` (`saved_model.read_model_info`).
     """
 
     def __init__(self, directory: str, num_frames: Optional[int] = None, class_names: Optional[Sequence[str]] = None):
         import tensorflow as tf
 
+        from keras_emotion.export.saved_model import read_model_info
+
+        if class_names is None:
+            class_names = read_model_info(directory)["class_names"]
         self._signature = tf.saved_model.load(directory).signatures[SERVING_SIGNATURE]
+        num_classes = self._signature.structured_outputs["probabilities"].shape[-1]
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"{directory}: {len(class_names)} class names {list(class_names)} for a model with {num_classes} classes"
+            )
+        self.class_names = list(class_names)
         frames_spec = self._signature.structured_input_signature[1]["frames"]
         self.num_frames = num_frames or frames_spec.shape[1]
         self.face_size = int(frames_spec.shape[2] or schema.IMAGE_SIZE)
         self.alignment = AlignmentConfig()
         self.description = {"path": os.fspath(directory), "format": "saved_model"}
-        probe = self._call(np.zeros((1, self.num_frames or 1, self.face_size, self.face_size, 3), np.uint8))
-        num_classes = probe["probabilities"].shape[-1]
-        if class_names is None:
-            tables = [
-                [name.decode("utf-8") for name in captured.numpy()]
-                for captured in self._signature.captured_inputs
-                if captured.dtype == tf.string and tuple(captured.shape) == (num_classes,)
-            ]
-            class_names = tables[0] if len(tables) == 1 else None
-        expected_label = None if class_names is None else class_names[int(np.argmax(probe["probabilities"][0]))]
-        if class_names is None or len(class_names) != num_classes or probe["label"][0].decode("utf-8") != expected_label:
-            raise ValueError(
-                f"{directory}: cannot tell the names of the {num_classes} classes from the "
-                f"{SERVING_SIGNATURE} signature; give them (class_names)"
-            )
-        self.class_names = list(class_names)
 
     def _call(self, faces: np.ndarray) -> dict:
         import tensorflow as tf
@@ -590,6 +584,4 @@ def predict_video(
 
 def write_prediction(prediction: dict, path: str) -> str:
     """Writes a `predict_video` result as JSON to `path`, atomically. Returns `path`."""
-    from keras_emotion.training.metrics import save_report_json
-
-    return save_report_json(prediction, path)
+    return write_json_atomically(path, prediction)

@@ -1,9 +1,10 @@
 """Export of an emotion model as a self-contained SavedModel for TensorFlow Serving.
 
 `export_saved_model` writes TF Serving's layout, `BASE/NAME/VERSION/` holding `saved_model.pb`
-and `variables/` (the server's model base path is `BASE/NAME`). Frame preprocessing runs in
-the graph and the graph holds only standard TensorFlow ops: serving needs neither Python nor
-this package.
+and `variables/` (the server's model base path is `BASE/NAME`), plus
+`assets.extra/model_info.json`: the class names and the preprocessing (`model_info`), for
+clients and `export.predictor`. Frame preprocessing runs in the graph and the graph holds only
+standard TensorFlow ops: serving needs neither Python nor this package.
 
 Signatures (B clips, F frames per clip, E classes, S = `Preprocessing.image_size`):
 
@@ -40,16 +41,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
-import tempfile
 from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from keras_emotion.data import pipeline, schema
+from keras_emotion.data import config as data_config
+from keras_emotion.data import schema
+from keras_emotion.data.pipeline import centre_crop, decode_resized
+from keras_emotion.files import atomic_directory, read_json, write_json_atomically
 
 MODEL_INPUTS = ("frames", "frame_mask")
+MODEL_INFO_PATH = os.path.join("assets.extra", "model_info.json")
+MODEL_INFO_VERSION = 1
 _VERSION_NAME = re.compile(r"^[0-9]+$")
 
 
@@ -73,8 +77,8 @@ class Preprocessing:
 
     @property
     def resize_size(self) -> int:
-        """R, the side every frame is resized to (the rule of `InputConfig.resize_size`)."""
-        return max(self.image_size, round(self.image_size / self.crop_fraction))
+        """R, the side every frame is resized to (`data.config.resize_size`, as `InputConfig`)."""
+        return data_config.resize_size(self.image_size, self.crop_fraction)
 
     @classmethod
     def of_trained_model(cls, trained) -> "Preprocessing":
@@ -93,8 +97,9 @@ def export_saved_model(
 ) -> str:
     """Exports `model` with the signatures of the module docstring to `base_dir/name/version`.
 
-    The SavedModel is written to a temporary folder beside the version folder (a dot name, which
-    TF Serving ignores) and renamed when complete.
+    The version folder holds the SavedModel and `assets.extra/model_info.json` (`model_info`:
+    class names and preprocessing). It is written to a temporary folder beside it (a dot name,
+    which TF Serving ignores) and renamed when complete (`files.atomic_directory`).
 
     Args:
         model: a model of `models.build_model` (or loaded from `.keras`): inputs "frames"
@@ -124,7 +129,6 @@ def export_saved_model(
         raise ValueError(f"{len(class_names)} class names {class_names} for a model with {num_classes} classes")
 
     model_dir = os.path.join(base_dir, name)
-    os.makedirs(model_dir, exist_ok=True)
     version = next_version(model_dir) if version is None else _checked_version(version)
     version_dir = os.path.join(model_dir, str(version))
     if os.path.exists(version_dir) and not overwrite:
@@ -132,15 +136,35 @@ def export_saved_model(
             f"{version_dir} exists: version {version} of {name!r} is exported already (overwrite=True replaces it)"
         )
 
-    partial_dir = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
-    try:
+    with atomic_directory(version_dir, overwrite=overwrite) as partial_dir:
         archive = _build_export_archive(serving_model, class_names, preprocessing)
         archive.write_out(partial_dir, verbose=False)
-        _move_into_place(partial_dir, version_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
+        write_json_atomically(os.path.join(partial_dir, MODEL_INFO_PATH), model_info(class_names, preprocessing))
     return version_dir
+
+
+def model_info(class_names: Sequence[str], preprocessing: Preprocessing) -> dict:
+    """What an export stores in `<version>/assets.extra/model_info.json` (TF Serving keeps
+    assets.extra beside the SavedModel and ignores it): format version, the E class names in
+    class-index order, and the preprocessing (image_size S, crop_fraction, resize_size R)."""
+    return {
+        "format_version": MODEL_INFO_VERSION,
+        "class_names": list(class_names),
+        "preprocessing": {**dataclasses.asdict(preprocessing), "resize_size": preprocessing.resize_size},
+    }
+
+
+def read_model_info(version_dir: str) -> dict:
+    """The `model_info` an export wrote in `version_dir`.
+
+    Raises:
+        FileNotFoundError: `version_dir` has no assets.extra/model_info.json (naming it).
+        ValueError: the file is not valid JSON or has another format version (naming it).
+    """
+    path = os.path.join(version_dir, MODEL_INFO_PATH)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: {version_dir} is not an export of this library")
+    return read_json(path, format_version=MODEL_INFO_VERSION)
 
 
 def export_trained_model(
@@ -190,7 +214,7 @@ def _build_export_archive(
             num_frames, clip_length, message="num_frames exceeds the frames axis of frames"
         )
         frame_mask = tf.sequence_mask(num_frames, clip_length, dtype=tf.float32)
-        return predict(_resize_and_crop_pixels(frames, preprocessing), frame_mask)
+        return predict(resize_and_crop_pixels(frames, preprocessing), frame_mask)
 
     def from_jpegs(frames):
         return predict(*_decode_jpeg_clips(frames, preprocessing))
@@ -219,8 +243,9 @@ def _build_export_archive(
     return archive
 
 
-def _resize_and_crop_pixels(frames, preprocessing: Preprocessing):
-    """uint8 (B, F, H, W, 3) -> float32 (B, F, S, S, 3): resized to R x R, centre S x S kept."""
+def resize_and_crop_pixels(frames, preprocessing: Preprocessing):
+    """uint8 (B, F, H, W, 3) -> float32 (B, F, S, S, 3): resized to R x R (area averaging, or
+    bilinear when enlarging), centre S x S kept; the serving_default signature's preprocessing."""
     size = preprocessing.resize_size
     shape = tf.shape(frames)
     images = tf.cast(tf.reshape(frames, tf.concat([[-1], shape[2:]], axis=0)), tf.float32)
@@ -230,7 +255,7 @@ def _resize_and_crop_pixels(frames, preprocessing: Preprocessing):
         lambda: tf.image.resize(images, [size, size], method="area"),
         lambda: tf.image.resize(images, [size, size], method="bilinear"),
     )
-    cropped = _centre_crop(tf.clip_by_value(resized, 0.0, 255.0), preprocessing)
+    cropped = centre_crop(tf.clip_by_value(resized, 0.0, 255.0), size, preprocessing.image_size)
     return tf.reshape(cropped, tf.concat([shape[:2], tf.shape(cropped)[1:]], axis=0))
 
 
@@ -245,19 +270,12 @@ def _decode_jpeg_clips(jpegs, preprocessing: Preprocessing):
     tf.debugging.Assert(every_clip_has_a_frame, ["every clip needs at least one non-empty JPEG frame"])
     positions = tf.where(is_frame)  # (K, 2) [clip, frame]
     present = tf.gather_nd(jpegs, positions)
-    decoded = pipeline._decode_resized(present, tf.range(tf.shape(present)[0]), preprocessing.resize_size)
-    cropped = _centre_crop(decoded, preprocessing)
+    decoded = decode_resized(present, tf.range(tf.shape(present)[0]), preprocessing.resize_size)
+    cropped = centre_crop(decoded, preprocessing.resize_size, preprocessing.image_size)
     size = preprocessing.image_size
     frames_shape = tf.concat([tf.shape(jpegs, out_type=tf.int64), [size, size, 3]], axis=0)
     frames = tf.scatter_nd(positions, cropped, frames_shape)
     return frames, tf.cast(is_frame, tf.float32)
-
-
-def _centre_crop(images, preprocessing: Preprocessing):
-    """(N, R, R, 3) -> (N, S, S, 3), the centre window (as the evaluation pipeline crops)."""
-    offset = (preprocessing.resize_size - preprocessing.image_size) // 2
-    end = offset + preprocessing.image_size
-    return images[:, offset:end, offset:end, :]
 
 
 def _model_for_any_number_of_frames(model: keras.Model, preprocessing: Preprocessing) -> keras.Model:
@@ -291,22 +309,3 @@ def _checked_version(version) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version={version!r}; TF Serving versions are integers >= 1")
     return version
-
-
-def _move_into_place(partial_dir: str, version_dir: str, overwrite: bool) -> None:
-    """Renames the finished `partial_dir` to `version_dir`; with `overwrite` an existing version
-    is first moved aside (and deleted once the new one is in place, restored if that fails)."""
-    replaced_dir = None
-    if overwrite and os.path.exists(version_dir):
-        replaced_dir = f"{partial_dir}.replaced"
-        os.rename(version_dir, replaced_dir)
-    try:
-        os.rename(partial_dir, version_dir)
-    except OSError as error:
-        if replaced_dir is not None:
-            os.rename(replaced_dir, version_dir)
-        raise FileExistsError(
-            f"{version_dir}: cannot move the export into place ({error}); another export may have written it"
-        ) from error
-    if replaced_dir is not None:
-        shutil.rmtree(replaced_dir)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 from typing import Optional
 
@@ -36,6 +35,7 @@ from keras_emotion.data import schema
 from keras_emotion.data.faces import FaceAligner
 from keras_emotion.data.video import iter_frames
 from keras_emotion.export.predictor import KerasClipModel, default_alignment, uniform_frame_indices
+from keras_emotion.files import atomic_write, read_json
 
 DPI = 100
 COLUMN_INCHES = 1.4  # width and height of one face panel
@@ -158,8 +158,6 @@ def plot_explanation(explanation: ClipExplanation, path: str, title: str = ""):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from keras_emotion.training.metrics import _write_atomically
-
     num_frames, num_heads, num_classes = len(explanation.crops), explanation.num_heads, len(explanation.class_names)
     width, height = figure_inches(num_frames, num_heads, num_classes)
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -218,7 +216,8 @@ def plot_explanation(explanation: ClipExplanation, path: str, title: str = ""):
         "(raw share above each bar)"
     )
     figure.suptitle(f"{title}\n{heading}" if title else heading, fontsize=10)
-    _write_atomically(path, lambda temp_path: figure.savefig(temp_path, format="png", dpi=DPI))
+    with atomic_write(path) as temp:
+        figure.savefig(temp, format="png", dpi=DPI)
     return figure
 
 
@@ -295,11 +294,7 @@ def plot_evaluation(evaluation_json: str, path: str, title: str = "") -> str:
     """
     from keras_emotion.training.metrics import plot_confusion_matrix
 
-    try:
-        with open(evaluation_json) as file:
-            report = json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{evaluation_json}: not valid JSON ({error})") from error
+    report = read_json(evaluation_json)
     missing = [key for key in ("class_names", "confusion_matrix", "accuracy", "unweighted_average_recall", "num_examples") if key not in report]
     if missing:
         raise ValueError(f"{evaluation_json}: not an evaluation report (missing {', '.join(missing)})")

@@ -108,9 +108,9 @@ class SpatialAttention(RegionAttention):
         v = flatten(A R)                         v: N * D
         P = ||A A^T - I||_F^2
 
-    `penalty * mean(P)` over the batch and the valid frames is added with `add_loss`
-    (nothing is added when `penalty` is 0; masked frames are left out of the mean, and a
-    batch without a valid frame contributes 0).
+    `penalty * mean(P)` over the batch and the valid frames is added with `add_loss`, in
+    float32 also under a mixed-precision policy (nothing is added when `penalty` is 0; masked
+    frames are left out of the mean, and a batch without a valid frame contributes 0).
 
     Args:
         num_heads: N, the number of attention maps.
@@ -149,7 +149,9 @@ class SpatialAttention(RegionAttention):
         attended = ops.matmul(attention, inputs)  # (..., N, D)
         vectors = self._concat_maps(attended)
         if self.penalty > 0:
-            self.add_loss(self.penalty * self._mean_over_valid_frames(attention_penalty(attention), mask))
+            # In float32 whatever the compute dtype: Keras adds it to the float32 loss.
+            per_frame = attention_penalty(ops.cast(attention, "float32"))
+            self.add_loss(self.penalty * self._mean_over_valid_frames(per_frame, mask))
         if self.return_attention:
             return vectors, attention
         return vectors

@@ -48,8 +48,15 @@ def _uniform_over_valid(valid, dtype):
 class TemporalPooling(keras.layers.Layer):
     """Base of the temporal poolings: input checks, output shapes, mask consumption.
 
-    Inputs have shape (batch, F, K) with K the classes (or descriptor size for LSTM
-    pooling); subclasses implement `call(inputs, mask=None) -> (p_c, p_f)`.
+    Subclasses implement `call(inputs, mask=None) -> (p_c, p_f)`:
+
+    Call args:
+        inputs: per-frame class scores O, shape (batch, F, C) (frame descriptors of shape
+            (batch, F, D) for `LSTMPooling`).
+        mask: optional boolean frame mask, shape (batch, F).
+
+    Returns:
+        (p_c of shape (batch, C), p_f of shape (batch, F)).
     """
 
     def __init__(self, **kwargs):
@@ -94,13 +101,6 @@ class TemporalSoftmaxPooling(TemporalPooling):
     The largest valid score is subtracted before the exponential, so huge scores (1e4) are
     stable. When all frames carry the same scores this is the average of the per-frame
     class probabilities; as one score grows it tends to max pooling on that frame.
-
-    Call args:
-        inputs: O, shape (batch, F, C).
-        mask: optional boolean frame mask, shape (batch, F).
-
-    Returns:
-        (p_c of shape (batch, C), p_f of shape (batch, F)).
     """
 
     def call(self, inputs, mask=None):
@@ -118,13 +118,6 @@ class TemporalAveragePooling(TemporalPooling):
     """Average pooling of per-frame scores (paper eq. 7).
 
         p_c = softmax_c(mean over valid f of O[f, c]),   p_f = 1 / (number of valid frames)
-
-    Call args:
-        inputs: O, shape (batch, F, C).
-        mask: optional boolean frame mask, shape (batch, F).
-
-    Returns:
-        (p_c of shape (batch, C), p_f of shape (batch, F)).
     """
 
     def call(self, inputs, mask=None):
@@ -147,13 +140,6 @@ class TemporalMaxPooling(TemporalPooling):
 
     p_f is the share of the per-class maxima that frame f provides; a tie between frames
     goes to the earliest one, so p_f sums to 1.
-
-    Call args:
-        inputs: O, shape (batch, F, C).
-        mask: optional boolean frame mask, shape (batch, F).
-
-    Returns:
-        (p_c of shape (batch, C), p_f of shape (batch, F)).
     """
 
     def call(self, inputs, mask=None):
@@ -178,13 +164,6 @@ class LSTMPooling(TemporalPooling):
     Args:
         num_classes: C, the number of classes.
         units: hidden size of the LSTM.
-
-    Call args:
-        inputs: frame descriptors, shape (batch, F, D).
-        mask: optional boolean frame mask, shape (batch, F).
-
-    Returns:
-        (p_c of shape (batch, C), p_f of shape (batch, F)).
     """
 
     def __init__(self, num_classes, units=128, **kwargs):

@@ -76,9 +76,9 @@ def build_model(config: ModelConfig) -> keras.Model:
     (B, F) float32, 1 for real frames and 0 for padding; F = config.num_frames, or any
     number when it is None; S = config.image_size.
 
-    Outputs (a dict): "probabilities" (B, E) clip class probabilities, "frame_importance"
-    (B, F) each frame's share p_f (0 for masked frames) and, with spatial "sa" or "shift",
-    "spatial_attention" (B, F, N, L), L = (S/16)^2.
+    Outputs (a dict, float32 also under a mixed-precision policy): "probabilities" (B, E)
+    clip class probabilities, "frame_importance" (B, F) each frame's share p_f (0 for masked
+    frames) and, with spatial "sa" or "shift", "spatial_attention" (B, F, N, L), L = (S/16)^2.
 
     The backbone is the nested model named "backbone" (see `backbone_variables`); with
     spatial "sa" the attention penalty is in `model.losses`.
@@ -123,9 +123,10 @@ def build_model(config: ModelConfig) -> keras.Model:
         pooled_inputs = keras.layers.Dense(config.num_classes, name="frame_scores")(descriptors)
     outputs["probabilities"], outputs["frame_importance"] = pooling(pooled_inputs, mask=frame_mask)
 
-    # Identity layers give the outputs their names (model.output_names, serving signatures).
+    # Identity layers give the outputs their names (model.output_names, serving signatures)
+    # and make them float32 under a mixed-precision policy, for the loss and the metrics.
     named_outputs = {
-        name: keras.layers.Identity(name=name)(value) for name, value in outputs.items()
+        name: keras.layers.Identity(dtype="float32", name=name)(value) for name, value in outputs.items()
     }
     return keras.Model(
         inputs={"frames": frames, "frame_mask": frame_mask},

@@ -10,6 +10,19 @@ SPATIAL_AGGREGATIONS = ("none", "sa", "shift")
 TEMPORAL_POOLINGS = ("tp", "avg", "max", "lstm")
 
 
+def config_from_dict(config_class: type, values: dict, name: Optional[str] = None):
+    """`config_class(**values)` for a dataclass, refusing keys that are not its fields.
+
+    Raises:
+        ValueError: "unknown <name> fields: [...]" (`name` defaults to the class name).
+    """
+    known = {field.name for field in dataclasses.fields(config_class)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {name or config_class.__name__} fields: {sorted(unknown)}")
+    return config_class(**values)
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Chooses the model that `keras_emotion.models.build_model` builds.
@@ -67,8 +80,4 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        return cls(**values)
+        return config_from_dict(cls, values)

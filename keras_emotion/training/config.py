@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Optional
 
-from keras_emotion.data.pipeline import InputConfig
-from keras_emotion.data.preprocess import write_json_atomically
-from keras_emotion.models.config import ModelConfig
+from keras_emotion.data.config import InputConfig
+from keras_emotion.files import read_json, write_json_atomically
+from keras_emotion.models.config import ModelConfig, config_from_dict
 
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 
@@ -92,11 +91,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
     def to_json(self, path: str) -> None:
         """Writes the config to `path` (through a temporary file, then a rename)."""
@@ -105,11 +100,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str) -> "TrainConfig":
         """Reads a config written by `to_json`."""
-        try:
-            with open(path) as file:
-                values = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        values = read_json(path)
         try:
             return cls.from_dict(values)
         except (TypeError, ValueError) as error:
@@ -118,8 +109,5 @@ class TrainConfig:
 
 def _input_config_from_dict(values: dict, name: str) -> InputConfig:
     """An InputConfig from `dataclasses.asdict` output (JSON turned its tuples into lists)."""
-    known = {f.name for f in dataclasses.fields(InputConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown TrainConfig.{name} fields: {sorted(unknown)}")
-    return InputConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+    return config_from_dict(InputConfig, values, f"TrainConfig.{name}")

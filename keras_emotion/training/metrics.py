@@ -18,10 +18,11 @@ A report is a plain JSON-ready dict:
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
+
+from keras_emotion.files import atomic_write, write_json_atomically
 
 
 def _class_indices(values, name: str, num_classes: int) -> np.ndarray:
@@ -94,32 +95,9 @@ def classification_report(labels, predictions, class_names) -> dict:
     }
 
 
-def _write_atomically(path: str | os.PathLike, write) -> str:
-    """Calls `write(temp_path)` for a temporary file beside `path`, then renames it to
-    `path`; the temporary file is removed when `write` fails.  Returns `path` as str."""
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temp_path = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-    try:
-        write(temp_path)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-    return path
-
-
 def save_report_json(report: dict, path: str | os.PathLike) -> str:
-    """Writes `report` as indented JSON to `path` (atomically). Returns `path`."""
-    text = json.dumps(report, indent=2) + "\n"  # serialise first: a bad report writes nothing
-
-    def write(temp_path):
-        with open(temp_path, "w") as file:
-            file.write(text)
-
-    return _write_atomically(path, write)
+    """Writes `report` as indented JSON to `path` (`files.write_json_atomically`). Returns `path`."""
+    return write_json_atomically(path, report)
 
 
 def plot_confusion_matrix(report: dict, path: str | os.PathLike, title: str = "") -> str:
@@ -159,4 +137,7 @@ def plot_confusion_matrix(report: dict, path: str | os.PathLike, title: str = ""
         f"   N={report['num_examples']}"
     )
     axes.set_title(f"{title}\n{heading}" if title else heading)
-    return _write_atomically(path, lambda temp_path: figure.savefig(temp_path, format="png"))
+    path = os.fspath(path)
+    with atomic_write(path) as temp:
+        figure.savefig(temp, format="png")
+    return path

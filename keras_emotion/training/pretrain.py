@@ -26,7 +26,6 @@ the best validation accuracy (the JSON after every epoch).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -36,8 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_emotion.data.preprocess import write_json_atomically
 from keras_emotion.data.video import InputError
+from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models.backbones import build_backbone
 
 BACKBONE = "compact"
@@ -337,18 +336,6 @@ def build_optimizer(config: PretrainConfig, steps_per_epoch: int) -> keras.optim
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
 
 
-def save_weights_atomically(model: keras.Model, path: str) -> None:
-    """`model.save_weights` to a temporary `.weights.h5` beside `path`, then renamed to `path`."""
-    folder, name = os.path.split(path)
-    temp_path = os.path.join(folder, f".tmp-{os.getpid()}-{name}")  # keeps the .weights.h5 suffix
-    try:
-        model.save_weights(temp_path)
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-
-
 class BestBackboneCheckpoint(keras.callbacks.Callback):
     """After each epoch: records its logs; if its val_accuracy beats every earlier epoch,
     saves the backbone's weights; then rewrites the JSON report.
@@ -384,7 +371,8 @@ class BestBackboneCheckpoint(keras.callbacks.Callback):
         best_so_far = max((earlier["val_accuracy"] for earlier in self.history), default=-math.inf)
         self.history.append(record)
         if record["val_accuracy"] > best_so_far:
-            save_weights_atomically(self.backbone, self.weights_path)
+            with atomic_write(self.weights_path, keep_suffix=".weights.h5") as temp:
+                self.backbone.save_weights(temp)
         self.write_report(completed=False)
 
     def write_report(self, completed: bool) -> dict:
@@ -444,8 +432,7 @@ def pretrain(
     backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
     earlier_history = []
     if os.path.isdir(backup_dir) and os.path.exists(report_path):
-        with open(report_path) as handle:
-            earlier_history = json.load(handle).get("history", [])
+        earlier_history = read_json(report_path).get("history", [])
 
     keras.utils.set_random_seed(config.seed)
     backbone = build_backbone(BACKBONE, config.image_size)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 import os
 import warnings
 from typing import Optional, Sequence
@@ -42,8 +41,9 @@ import tensorflow as tf
 from keras import tree
 
 from keras_emotion.data import schema
-from keras_emotion.data.pipeline import InputConfig, build_dataset, list_shards
-from keras_emotion.data.preprocess import write_json_atomically
+from keras_emotion.data.config import InputConfig
+from keras_emotion.data.pipeline import build_dataset, list_shards
+from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy, is_multi_worker, worker_output_dir
@@ -193,7 +193,8 @@ def classification_loss() -> keras.losses.Loss:
 
 
 def probabilities_model(model: keras.Model) -> keras.Model:
-    """A one-output view of `model`: same inputs, output p(c) (B, E) in float32.
+    """A one-output view of `model`: same inputs, output p(c) (B, E) (float32, as `build_model`
+    makes every output).
 
     It calls `model` as a layer, so it shares all weights and collects its add_loss terms.
     """
@@ -201,9 +202,7 @@ def probabilities_model(model: keras.Model) -> keras.Model:
         name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)
         for name, tensor in model.input.items()
     }
-    probabilities = model(inputs)["probabilities"]
-    probabilities = keras.layers.Activation("linear", dtype="float32", name="probabilities")(probabilities)
-    return _MultiWorkerSafeModel(inputs, probabilities, name=f"{model.name}_probabilities")
+    return _MultiWorkerSafeModel(inputs, model(inputs)["probabilities"], name=f"{model.name}_probabilities")
 
 
 class _MultiWorkerSafeModel(keras.Model):
@@ -272,11 +271,9 @@ def save_trained_model(
     """
     if len(class_names) != model_config.num_classes:
         raise ValueError(f"{len(class_names)} class names {list(class_names)} for {model_config.num_classes} classes")
-    os.makedirs(directory, exist_ok=True)
     model_path = os.path.join(directory, MODEL_FILE)
-    partial_path = os.path.join(directory, f".partial.{MODEL_FILE}")
-    model.save(partial_path, include_optimizer=False)
-    os.replace(partial_path, model_path)
+    with atomic_write(model_path, keep_suffix=".keras") as temp:
+        model.save(temp, include_optimizer=False)
     info = {
         "format_version": MODEL_INFO_VERSION,
         "model_config": model_config.to_dict(),
@@ -305,15 +302,7 @@ def load_trained_model(directory: str) -> TrainedModel:
             raise FileNotFoundError(
                 f"{path} not found: {directory} is not a trained-model directory (or saving it was interrupted)"
             )
-    try:
-        with open(info_path) as file:
-            info = json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{info_path}: not valid JSON ({error})") from error
-    if info.get("format_version") != MODEL_INFO_VERSION:
-        raise ValueError(
-            f"{info_path}: format_version={info.get('format_version')!r}; this library reads {MODEL_INFO_VERSION}"
-        )
+    info = read_json(info_path, format_version=MODEL_INFO_VERSION)
     model = keras.models.load_model(model_path, compile=False)
     return TrainedModel(
         model=model,
@@ -331,11 +320,7 @@ def read_manifest(input_config: InputConfig) -> Optional[dict]:
     path = os.path.join(os.path.dirname(input_config.resolved_pattern), schema.MANIFEST_NAME)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    return read_json(path)
 
 
 def read_class_names(input_config: InputConfig, num_classes: int) -> list:

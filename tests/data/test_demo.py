@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from keras_emotion.data import demo
+from keras_emotion.data.faces import detect_landmarks
 from keras_emotion.data.video import read_frames
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_redetected_landmarks_move_as_each_class_demands(corpus):
     index = json.loads((corpus / demo.INDEX_NAME).read_text())
     for clip in index["clips"]:
         frames, _ = read_frames(str(corpus / clip["path"]))
-        neutral, apex = demo.detect_landmarks(frames[0], 0), demo.detect_landmarks(frames[-1], 0)
+        neutral, apex = detect_landmarks(frames[0], 0), detect_landmarks(frames[-1], 0)
         assert neutral is not None and apex is not None, f"dlib finds no face in {clip['path']}"
         before, after = _cues(neutral), _cues(apex)
         for cue, (sign, least) in EXPECTED_MOVES[clip["label"]].items():

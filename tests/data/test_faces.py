@@ -20,6 +20,7 @@ from keras_emotion.data.faces import (
     AlignmentConfig,
     FaceAligner,
     NoFaceError,
+    detect_landmarks,
     encode_jpeg,
     template_eye_centres,
 )
@@ -236,6 +237,17 @@ def test_cnn_detector_finds_faces_hog_misses(astronaut, reference_dlib):
     # The CNN box leads to a face that dlib's own HOG detector now finds near the template.
     eyes = _redetected_eye_centres(reference_dlib, result.faces[0])
     assert np.linalg.norm(eyes.mean(axis=0) - template_eye_centres().mean(axis=0)) < 40
+
+
+def test_detect_landmarks_gives_dlibs_landmarks_of_the_best_face(astronaut, no_face_frame, reference_dlib):
+    detector, predictor = reference_dlib
+    boxes, scores, _ = detector.run(astronaut, 0, 0.0)
+    shape = predictor(astronaut, boxes[int(np.argmax(scores))])
+    expected = np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float32)
+    landmarks = detect_landmarks(astronaut, upsample=0)
+    assert landmarks.dtype == np.float32
+    np.testing.assert_array_equal(landmarks, expected)
+    assert detect_landmarks(no_face_frame, upsample=0) is None
 
 
 def test_aligner_pickles(aligner, astronaut):

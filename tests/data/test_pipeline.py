@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_emotion.data import pipeline, schema
+from keras_emotion.data.config import InputConfig
 
 MARKER_FRAMES = 6  # frames of the marker clip; frame t is gray 30 + 30 t with a white bar at the left
 IDENTICAL_FRAMES = 10  # frames of the clip whose frames are all the same CK+48 face
@@ -73,7 +74,7 @@ def _elements(config, count):
 
 def test_training_batches_have_documented_shapes_and_match_clip_ids(ck48_raw_tfrecords):
     clips = _read_clips(ck48_raw_tfrecords)
-    config = pipeline.InputConfig(
+    config = InputConfig(
         ck48_raw_tfrecords, training=True, num_frames=8, image_size=32, global_batch_size=4, seed=3
     )
     dataset = pipeline.build_dataset(config)
@@ -93,7 +94,7 @@ def test_training_batches_have_documented_shapes_and_match_clip_ids(ck48_raw_tfr
 
 def test_uniform_evaluation_takes_evenly_spaced_frames_and_the_centre_crop(ck48_raw_tfrecords):
     clips = _read_clips(ck48_raw_tfrecords)
-    config = pipeline.InputConfig(
+    config = InputConfig(
         ck48_raw_tfrecords, num_frames=5, image_size=24, crop_fraction=0.75, global_batch_size=8
     )
     assert config.sampling == "uniform" and config.resize_size == 32
@@ -112,7 +113,7 @@ def test_uniform_evaluation_takes_evenly_spaced_frames_and_the_centre_crop(ck48_
 
 def test_all_sampling_pads_each_batch_and_masks_the_padding(ck48_raw_tfrecords):
     clips = _read_clips(ck48_raw_tfrecords)
-    config = pipeline.InputConfig(ck48_raw_tfrecords, sampling="all", image_size=16, global_batch_size=8)
+    config = InputConfig(ck48_raw_tfrecords, sampling="all", image_size=16, global_batch_size=8)
     dataset = pipeline.build_dataset(config)
     assert dataset.element_spec[0]["frames"].shape.as_list() == [None, None, 16, 16, 3]
     padded_batches = 0
@@ -158,7 +159,7 @@ def test_uniform_and_all_sampling_match_numpy(clip_length):
 def test_one_crop_and_flip_per_clip(synthetic_dir):
     clip = _read_clips(synthetic_dir)["identical"]
     reference = _reference_resized(clip["frames"][0], 40)
-    config = pipeline.InputConfig(
+    config = InputConfig(
         synthetic_dir, split="identical", training=True, num_frames=4, image_size=32, crop_fraction=0.8,
         global_batch_size=1, repeat=True, seed=5,
     )
@@ -191,7 +192,7 @@ def _marker_state(frames):
 
 
 def test_flip_is_detected_on_an_asymmetric_clip_and_frames_are_looped_in_order(synthetic_dir):
-    config = pipeline.InputConfig(
+    config = InputConfig(
         synthetic_dir, split="marker", training=True, num_frames=8, image_size=32, crop_fraction=1.0,
         global_batch_size=1, repeat=True, seed=11,
     )
@@ -202,7 +203,7 @@ def test_flip_is_detected_on_an_asymmetric_clip_and_frames_are_looped_in_order(s
         flips.append(flipped[0])
         assert np.all(np.diff(indices) >= 0) and set(indices) == set(range(MARKER_FRAMES))
     assert set(flips) == {False, True}
-    unflipped = pipeline.InputConfig(
+    unflipped = InputConfig(
         synthetic_dir, split="marker", training=True, num_frames=8, image_size=32, crop_fraction=1.0,
         global_batch_size=1, repeat=True, seed=11, flip=False,
     )
@@ -212,7 +213,7 @@ def test_flip_is_detected_on_an_asymmetric_clip_and_frames_are_looped_in_order(s
 def test_color_jitter_is_one_affine_change_per_clip(synthetic_dir):
     clip = _read_clips(synthetic_dir)["identical"]
     reference = _reference_resized(clip["frames"][0], 32)[..., 0].ravel()
-    config = pipeline.InputConfig(
+    config = InputConfig(
         synthetic_dir, split="identical", training=True, num_frames=3, image_size=32, crop_fraction=1.0,
         global_batch_size=1, repeat=True, seed=2, flip=False, color_jitter=True,
     )
@@ -233,7 +234,7 @@ def test_color_jitter_is_one_affine_change_per_clip(synthetic_dir):
 
 def test_same_seed_gives_same_batches_and_another_seed_others(ck48_raw_tfrecords):
     def batches(seed):
-        config = pipeline.InputConfig(
+        config = InputConfig(
             ck48_raw_tfrecords, training=True, num_frames=4, image_size=16, global_batch_size=4,
             seed=seed, color_jitter=True,
         )
@@ -246,7 +247,7 @@ def test_same_seed_gives_same_batches_and_another_seed_others(ck48_raw_tfrecords
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
 
     dataset = pipeline.build_dataset(
-        pipeline.InputConfig(
+        InputConfig(
             ck48_raw_tfrecords, training=True, num_frames=4, image_size=16, global_batch_size=4, seed=1
         )
     )
@@ -255,7 +256,7 @@ def test_same_seed_gives_same_batches_and_another_seed_others(ck48_raw_tfrecords
 
 
 def test_input_context_shards_files_and_batches_per_replica(ck48_raw_tfrecords):
-    config = pipeline.InputConfig(ck48_raw_tfrecords, num_frames=2, image_size=8, global_batch_size=12)
+    config = InputConfig(ck48_raw_tfrecords, num_frames=2, image_size=8, global_batch_size=12)
     ids_per_pipeline = []
     for pipeline_id in range(3):
         context = tf.distribute.InputContext(
@@ -278,7 +279,7 @@ def test_input_context_shards_files_and_batches_per_replica(ck48_raw_tfrecords):
 
 def test_works_with_distribute_datasets_from_function(ck48_raw_tfrecords):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    config = pipeline.InputConfig(
+    config = InputConfig(
         ck48_raw_tfrecords, training=True, num_frames=2, image_size=8, global_batch_size=4
     )
     distributed = strategy.distribute_datasets_from_function(
@@ -291,30 +292,30 @@ def test_works_with_distribute_datasets_from_function(ck48_raw_tfrecords):
 def test_errors_name_the_pattern_or_the_file(tmp_path, synthetic_dir):
     missing = str(tmp_path / "nothing-*.tfrecord")
     with pytest.raises(ValueError, match="no TFRecord shards match .*nothing-\\*.tfrecord"):
-        pipeline.build_dataset(pipeline.InputConfig(missing))
+        pipeline.build_dataset(InputConfig(missing))
     with pytest.raises(ValueError, match="no TFRecord shards match .*test-\\*.tfrecord"):
-        pipeline.build_dataset(pipeline.InputConfig(synthetic_dir, split="test"))
+        pipeline.build_dataset(InputConfig(synthetic_dir, split="test"))
 
     not_a_record = tmp_path / "train-00000.tfrecord"
     not_a_record.write_bytes(b"this is a text file, not a TFRecord" * 10)
     with pytest.raises(ValueError, match="train-00000.tfrecord is not a TFRecord file"):
-        pipeline.build_dataset(pipeline.InputConfig(str(tmp_path)))
+        pipeline.build_dataset(InputConfig(str(tmp_path)))
 
     with tf.io.TFRecordWriter(str(not_a_record)) as writer:
         writer.write(tf.train.Example().SerializeToString())
     with pytest.raises(ValueError, match="train-00000.tfrecord: the first record is not an aligned clip"):
-        pipeline.build_dataset(pipeline.InputConfig(str(tmp_path)))
+        pipeline.build_dataset(InputConfig(str(tmp_path)))
 
 
 def test_config_rejects_bad_values(synthetic_dir):
     with pytest.raises(ValueError, match="sampling='every'"):
-        pipeline.InputConfig(synthetic_dir, sampling="every")
+        InputConfig(synthetic_dir, sampling="every")
     with pytest.raises(ValueError, match="crop_fraction=1.5"):
-        pipeline.InputConfig(synthetic_dir, crop_fraction=1.5)
+        InputConfig(synthetic_dir, crop_fraction=1.5)
     with pytest.raises(ValueError, match="num_frames=0"):
-        pipeline.InputConfig(synthetic_dir, num_frames=0)
+        InputConfig(synthetic_dir, num_frames=0)
     with pytest.raises(ValueError, match="deterministic=True"):
-        config = pipeline.InputConfig(synthetic_dir, split="marker", deterministic=False)
+        config = InputConfig(synthetic_dir, split="marker", deterministic=False)
         pipeline.build_clip_id_dataset(config)
 
 
@@ -326,4 +327,4 @@ def test_a_clip_without_frames_is_reported_by_id(tmp_path):
     with tf.io.TFRecordWriter(str(tmp_path / "train-00000.tfrecord")) as writer:
         writer.write(example.SerializeToString())
     with pytest.raises(tf.errors.InvalidArgumentError, match="clip has no frames.*empty_clip"):
-        next(iter(pipeline.build_dataset(pipeline.InputConfig(str(tmp_path)))))
+        next(iter(pipeline.build_dataset(InputConfig(str(tmp_path)))))

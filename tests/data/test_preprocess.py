@@ -21,9 +21,9 @@ from keras_emotion.data.preprocess import (
     PreprocessConfig,
     preprocess_corpus,
     process_clip,
-    temp_name,
 )
 from keras_emotion.data.video import InputError, read_image
+from keras_emotion.files import temp_path
 
 FAST = PreprocessConfig(alignment=AlignmentConfig(upsample=0))
 
@@ -123,7 +123,7 @@ def test_bad_clips_are_reported_while_the_rest_is_written(tmp_path, ck48, write_
 def test_temp_shards_never_match_the_shard_pattern(tmp_path, ck48):
     final = os.path.join(str(tmp_path), "train-00003.tfrecord")
     assert fnmatch.fnmatch(final, schema.shard_pattern(str(tmp_path), "train"))
-    assert not fnmatch.fnmatch(temp_name(final), schema.shard_pattern(str(tmp_path)))
+    assert not fnmatch.fnmatch(temp_path(final), schema.shard_pattern(str(tmp_path)))
 
     seen_during_run = []
 

@@ -92,8 +92,9 @@ def pipeline_features(file_pattern: str) -> dict:
     """The evaluation pipeline's features {"frames", "frame_mask"} of every clip of the shards
     (all frames, padded to the longest clip), as one batch of NumPy arrays."""
     from keras_emotion.data import pipeline
+    from keras_emotion.data.config import InputConfig
 
-    config = pipeline.InputConfig(
+    config = InputConfig(
         file_pattern=file_pattern,
         training=False,
         sampling="all",

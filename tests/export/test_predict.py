@@ -8,6 +8,7 @@ directly.
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -177,13 +178,19 @@ def test_frame_step_processes_every_nth_frame(sequence_path, keras_model):
     assert prediction["stride"] == 4
 
 
-def test_saved_model_gives_the_keras_model_predictions(
-    tmp_path, tiny_trained_model_dir, keras_model, sequence_faces, sequence_path
-):
+@pytest.fixture(scope="module")
+def exported_version_dir(tmp_path_factory, tiny_trained_model_dir) -> str:
+    """`export_trained_model` of the tiny trained model: <base>/emotion/1."""
     from keras_emotion.export.saved_model import export_trained_model
 
-    version_dir = export_trained_model(tiny_trained_model_dir, str(tmp_path), "emotion")
-    served = load_clip_model(str(tmp_path / "emotion"))  # the TF Serving folder: highest version
+    return export_trained_model(tiny_trained_model_dir, str(tmp_path_factory.mktemp("serving")), "emotion")
+
+
+def test_saved_model_gives_the_keras_model_predictions(
+    tmp_path, exported_version_dir, keras_model, sequence_faces, sequence_path
+):
+    version_dir = exported_version_dir
+    served = load_clip_model(os.path.dirname(version_dir))  # the TF Serving folder: highest version
     assert served.description == {"path": version_dir, "format": "saved_model"}
     assert served.class_names == CLASS_NAMES and served.num_frames is None
     for first in (0, 50, 100):
@@ -203,6 +210,27 @@ def test_saved_model_gives_the_keras_model_predictions(
     assert prediction["window"] == 16 and prediction["model"]["frames_per_clip"] is None
     assert [(w["first_frame"], w["last_frame"]) for w in track["windows"]] == [(0, 11)]
     assert len(track["windows"][0]["frame_importance"]) == 12
+
+
+def test_saved_model_class_names_come_from_its_model_info(tmp_path, exported_version_dir):
+    from keras_emotion.export.saved_model import MODEL_INFO_PATH
+
+    version_dir = str(tmp_path / "1")
+    shutil.copytree(exported_version_dir, version_dir)
+    renamed = ["a", "b", "c", "d"]
+    assert load_clip_model(version_dir, class_names=renamed).class_names == renamed
+    with pytest.raises(ValueError, match=r"3 class names \['a', 'b', 'c'\] for a model with 4 classes"):
+        load_clip_model(version_dir, class_names=renamed[:3])
+
+    info_path = os.path.join(version_dir, MODEL_INFO_PATH)
+    info = json.loads(pathlib.Path(info_path).read_text())
+    pathlib.Path(info_path).write_text(json.dumps({**info, "format_version": 2}))
+    with pytest.raises(ValueError, match=f"{info_path}: format_version=2; this library reads 1"):
+        load_clip_model(version_dir)
+    os.remove(info_path)
+    with pytest.raises(FileNotFoundError, match=f"{info_path} not found"):
+        load_clip_model(version_dir)
+    assert load_clip_model(version_dir, class_names=renamed).class_names == renamed
 
 
 def test_missing_or_corrupt_videos_and_model_folders_are_named(tmp_path, keras_model):

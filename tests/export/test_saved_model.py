@@ -2,6 +2,7 @@
 versions, atomic writes, the graph's ops, saved_model_cli and scripts/export.py."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
@@ -21,7 +22,8 @@ from serving_reference import (
     run_in_fresh_process,
 )
 
-from keras_emotion.data import pipeline, schema
+from keras_emotion.data import schema
+from keras_emotion.data.config import InputConfig
 from keras_emotion.export import Preprocessing, export_saved_model, next_version, saved_model
 from keras_emotion.models import build_model
 from keras_emotion.training.task import save_trained_model
@@ -184,6 +186,13 @@ def test_layout_and_next_version(exported_dir):
     assert version_dir.name == "1" and version_dir.parent.name == "emotion"
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
     assert sorted(os.listdir(version_dir.parent)) == ["1"]  # no temporary folder left
+    info = json.loads((version_dir / "assets.extra" / "model_info.json").read_text())
+    assert info == {
+        "format_version": 1,
+        "class_names": CLASS_NAMES,
+        "preprocessing": {"image_size": 32, "crop_fraction": 0.5, "resize_size": 64},
+    }
+    assert saved_model.read_model_info(str(version_dir)) == info
     model_dir = version_dir.parent.parent / "versions_probe"
     for entry in ("3", "12", ".13.partial-x", "notes"):
         (model_dir / entry).mkdir(parents=True)
@@ -240,16 +249,17 @@ def test_bad_arguments_are_named(export_model, tmp_path, overrides, error, messa
 
 
 def test_preprocessing_resizes_like_the_pipeline():
-    for image_size, crop_fraction in ((32, 0.5), (64, 0.875), (224, 0.875), (112, 1.0), (48, 0.9)):
-        expected = pipeline.InputConfig(file_pattern="x", image_size=image_size, crop_fraction=crop_fraction, seed=0)
-        assert Preprocessing(image_size, crop_fraction).resize_size == expected.resize_size
+    for image_size, crop_fraction, resize_size in ((32, 0.5, 64), (64, 0.875, 73), (224, 0.875, 256), (48, 0.9, 53)):
+        assert Preprocessing(image_size, crop_fraction).resize_size == resize_size
+        assert InputConfig("x", image_size=image_size, crop_fraction=crop_fraction, seed=0).resize_size == resize_size
+    assert Preprocessing(112, 1.0).resize_size == 112
     with pytest.raises(ValueError, match="crop_fraction=1.5"):
         Preprocessing(32, 1.5)
 
 
 def test_export_script_exports_a_model_reloaded_from_keras_file(export_model, ck48_shard, ck48_reference, tmp_path):
     trained_dir = tmp_path / "trained"
-    input_config = pipeline.InputConfig(
+    input_config = InputConfig(
         file_pattern=ck48_shard, num_frames=CONFIG.num_frames, image_size=32, crop_fraction=0.5, seed=0
     )
     save_trained_model(export_model, str(trained_dir), CONFIG, input_config, CLASS_NAMES)

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -39,6 +40,23 @@ def test_matches_numpy_reference_with_frame_mask(num_heads):
                 penalties.append(p)
     assert len(layer.losses) == 1
     np.testing.assert_allclose(layer.losses[0], 0.5 * np.mean(penalties), rtol=1e-5)
+
+
+@pytest.mark.parametrize("policy, compute_dtype, rtol", [("mixed_float16", "float16", 1e-2), ("mixed_bfloat16", "bfloat16", 5e-2)])
+def test_penalty_is_float32_under_mixed_precision(global_dtype_policy, policy, compute_dtype, rtol):
+    global_dtype_policy(policy)
+    rng = np.random.default_rng(4)
+    layer, w_s1, w_s2 = _random_layer(rng, num_heads=3, penalty=0.5)
+    regions = rng.normal(size=(BATCH, FRAMES, REGIONS, FEATURES)).astype("float32")
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1]], bool)
+
+    vectors = layer(regions, mask=mask)
+
+    assert keras.backend.standardize_dtype(vectors.dtype) == compute_dtype
+    (loss,) = layer.losses
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+    penalties = [structured_self_attention(regions[b, f], w_s1, w_s2)[2] for b, f in zip(*np.nonzero(mask))]
+    np.testing.assert_allclose(float(loss), 0.5 * np.mean(penalties), rtol=rtol)
 
 
 def test_rank3_input_and_unmasked_penalty_mean():

@@ -188,6 +188,32 @@ def test_one_training_step_updates_backbone_and_head():
     assert all(changed)
 
 
+def test_mixed_float16_model_gives_float32_outputs_and_penalty_and_trains(global_dtype_policy):
+    inputs = clip_inputs(np.random.default_rng(8), [[1, 1, 0], [1, 1, 1]])
+    reference = build_model(small_config())
+    expected = predict(reference, inputs)
+    global_dtype_policy("mixed_float16")
+    model = build_model(small_config())
+    model.set_weights(reference.get_weights())
+    assert model.get_layer("frame_scores").compute_dtype == "float16"
+
+    outputs = model(inputs)
+
+    assert {name: keras.backend.standardize_dtype(value.dtype) for name, value in outputs.items()} == dict.fromkeys(
+        expected, "float32"
+    )
+    for name, value in outputs.items():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(value), expected[name], atol=1e-2, err_msg=name)
+    (penalty,) = model.losses
+    assert keras.backend.standardize_dtype(penalty.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(penalty), keras.ops.convert_to_numpy(reference.losses[0]), rtol=1e-2)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss={"probabilities": keras.losses.SparseCategoricalCrossentropy()},
+    )
+    assert np.isfinite(model.train_on_batch(inputs, {"probabilities": np.array([0, 2])}))
+
+
 JAX_SCRIPT = """
 import json, numpy as np, keras
 from keras_emotion.models import ModelConfig, build_model

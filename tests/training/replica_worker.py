@@ -40,7 +40,7 @@ def toy_model():
 def toy_step_config(num_frames: int, image_size: int):
     """A TrainConfig for `toy_step_errors`: plain SGD (no momentum, no weight decay) with
     rates 100x apart (its data and model fields are not used)."""
-    from keras_emotion.data.pipeline import InputConfig
+    from keras_emotion.data.config import InputConfig
     from keras_emotion.models import ModelConfig
     from keras_emotion.training.config import TrainConfig
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_emotion.data.pipeline import InputConfig
+from keras_emotion.data.config import InputConfig
 from keras_emotion.data.schema import MANIFEST_NAME
 from keras_emotion.models import ModelConfig
 from keras_emotion.training.config import TrainConfig

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_emotion.data.pipeline import InputConfig
+from keras_emotion.data.config import InputConfig
 from keras_emotion.models import ModelConfig
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.optimizers import build_optimizer, group_learning_rates, sgdr_schedule

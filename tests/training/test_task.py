@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_emotion.data.pipeline import InputConfig, build_dataset
+from keras_emotion.data.config import InputConfig
+from keras_emotion.data.pipeline import build_dataset
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy
@@ -214,12 +215,12 @@ def test_compiled_model_moves_each_group_at_its_rate(ck48_raw_tfrecords):
 
 
 def test_mixed_precision_trains_with_float32_probabilities(ck48_raw_tfrecords, tmp_path):
-    """mixed_bfloat16 (float16 is emulated, and slow, on CPUs; its loss scaling is tested in
-    test_optimizers)."""
+    """The SA model (its penalty is added in float32) under mixed_bfloat16 (float16 is
+    emulated, and slow, on CPUs; its loss scaling is tested in test_optimizers)."""
     data = InputConfig(ck48_raw_tfrecords, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, global_batch_size=4)
     config = TrainConfig(
         train_data=data,
-        model=ModelConfig(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, num_classes=3, spatial="none"),
+        model=ModelConfig(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, num_classes=3, spatial="sa"),
         epochs=1,
         steps_per_epoch=2,
         mixed_precision="mixed_bfloat16",
@@ -228,6 +229,7 @@ def test_mixed_precision_trains_with_float32_probabilities(ck48_raw_tfrecords, t
     model, history = train(config, verbose=0)
     assert keras.config.dtype_policy().name == "float32", "the global policy is restored"
     assert model.get_layer("frame_scores").compute_dtype == "bfloat16"
+    assert model.get_layer("structured_self_attention").compute_dtype == "bfloat16"
     assert probabilities_model(model).output.dtype == "float32"
     assert np.isfinite(history.history["loss"]).all()
 

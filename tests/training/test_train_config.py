@@ -1,10 +1,14 @@
-"""TrainConfig: JSON round trip and the checks of its values."""
+"""TrainConfig: JSON round trip, the checks of its values, imports without TensorFlow."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
-from keras_emotion.data.pipeline import InputConfig
+from keras_emotion.data.config import InputConfig
 from keras_emotion.models import ModelConfig
 from keras_emotion.training.config import TrainConfig
 
@@ -76,3 +80,29 @@ def test_from_json_names_the_file_and_the_problem(tmp_path):
     broken.write_text("{")
     with pytest.raises(ValueError, match="broken.json: not valid JSON"):
         TrainConfig.from_json(str(broken))
+
+
+LIGHT_IMPORTS_SCRIPT = """
+import json, sys
+import keras_emotion.models, keras_emotion.training.config, keras_emotion.training.optimizers
+import keras
+print(json.dumps({"backend": keras.backend.backend(),
+                  "loaded": sorted(name for name in ("tensorflow", "dlib") if name in sys.modules)}))
+"""
+
+
+def test_models_and_training_configs_import_without_tensorflow():
+    """The model and the optimizer must run under JAX on a machine without TensorFlow."""
+    repo_root = pathlib.Path(__file__).resolve().parents[2]
+    environment = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHT_IMPORTS_SCRIPT], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"backend": "jax", "loaded": []}
