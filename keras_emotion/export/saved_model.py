@@ -50,6 +50,7 @@ from keras_emotion.data import config as data_config
 from keras_emotion.data import schema
 from keras_emotion.data.pipeline import centre_crop, decode_resized
 from keras_emotion.files import atomic_directory, read_json, write_json_atomically
+from keras_emotion.models import with_any_number_of_frames
 
 MODEL_INPUTS = ("frames", "frame_mask")
 MODEL_INFO_PATH = os.path.join("assets.extra", "model_info.json")
@@ -279,8 +280,7 @@ def _decode_jpeg_clips(jpegs, preprocessing: Preprocessing):
 
 
 def _model_for_any_number_of_frames(model: keras.Model, preprocessing: Preprocessing) -> keras.Model:
-    """`model`, or when it was built for a fixed number of frames, the same model rebuilt from
-    its config with a free frame axis on every input and given `model`'s weights."""
+    """`model` checked against `preprocessing`, with a free frame axis on every input."""
     inputs = model.input
     if not isinstance(inputs, dict) or sorted(inputs) != sorted(MODEL_INPUTS):
         found = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
@@ -293,16 +293,7 @@ def _model_for_any_number_of_frames(model: keras.Model, preprocessing: Preproces
         raise ValueError(
             f"the model {model.name!r} takes frames of {image_shape}, but preprocessing gives {expected}"
         )
-    if all(tensor.shape[1] is None for tensor in inputs.values()):
-        return model
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"] == "InputLayer":
-            batch_shape = layer["config"]["batch_shape"]
-            layer["config"]["batch_shape"] = (batch_shape[0], None, *batch_shape[2:])
-    rebuilt = model.__class__.from_config(config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+    return with_any_number_of_frames(model)
 
 
 def _checked_version(version) -> int:

@@ -145,3 +145,23 @@ def head_variables(model: keras.Model) -> list:
     `model.trainable_variables`."""
     in_backbone = {id(variable) for variable in backbone_variables(model)}
     return [variable for variable in model.trainable_variables if id(variable) not in in_backbone]
+
+
+def with_any_number_of_frames(model: keras.Model) -> keras.Model:
+    """`model` (from `build_model`) accepting clips of any number of frames.
+
+    A model built for F frames rejects other lengths (Keras checks input shapes), but none of
+    its weights depends on F. Returns `model` itself when its frame axes are already free,
+    else the same graph rebuilt from its config with F = None on every input, holding the
+    same weight values: inputs {"frames": (B, None, S, S, 3), "frame_mask": (B, None)}.
+    """
+    if all(tensor.shape[1] is None for tensor in keras.tree.flatten(model.input)):
+        return model
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            batch_shape = layer["config"]["batch_shape"]
+            layer["config"]["batch_shape"] = (batch_shape[0], None, *batch_shape[2:])
+    rebuilt = model.__class__.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

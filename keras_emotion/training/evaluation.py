@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset
+from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
 from keras_emotion.training.task import TrainedModel, load_trained_model, read_manifest
 
@@ -56,28 +57,6 @@ class ClipPredictions:
         return np.argmax(self.probabilities, axis=1)
 
 
-def any_length_model(model: keras.Model) -> keras.Model:
-    """A copy of `model` (from `build_model`) that takes clips of any number of frames.
-
-    A model built for F frames rejects other lengths (Keras checks the input shapes), but none
-    of its weights depends on F: the copy is the same graph with F = None in both inputs and
-    the same weight values. No weights file is read.
-
-    Returns:
-        A model with inputs {"frames": (B, None, S, S, 3), "frame_mask": (B, None)} and the
-        outputs of `model`.
-    """
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"] == "InputLayer":
-            batch_shape = list(layer["config"]["batch_shape"])
-            batch_shape[1] = None  # (B, F, ...) -> (B, None, ...)
-            layer["config"]["batch_shape"] = tuple(batch_shape)
-    copy = model.__class__.from_config(config)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def evaluation_input(trained: TrainedModel, data: str, split: str, batch_size: int) -> InputConfig:
     """The InputConfig of an evaluation: preprocessing as in training, every frame of each clip,
     no clip dropped. `data` is a TFRecord directory (with `split`) or a glob of shards."""
@@ -91,7 +70,7 @@ def predict_clips(model: keras.Model, input_config: InputConfig) -> ClipPredicti
 
     Args:
         model: inputs {"frames": (B, F, S, S, 3), "frame_mask": (B, F)} (F as the batches
-            need: use `any_length_model` for "all" sampling), output "probabilities" (B, E).
+            need: use `models.with_any_number_of_frames` for "all" sampling), output "probabilities" (B, E).
         input_config: an evaluation InputConfig with `deterministic` True.
 
     Returns:
@@ -129,7 +108,7 @@ def evaluate(trained: TrainedModel, data: str, split: str = "val", batch_size: i
     """
     input_config = evaluation_input(trained, data, split, batch_size)
     _check_class_names(trained, input_config)
-    clips = predict_clips(any_length_model(trained.model), input_config)
+    clips = predict_clips(with_any_number_of_frames(trained.model), input_config)
     class_names = trained.class_names
     report = classification_report(clips.labels, clips.predictions, class_names)
     report["data"] = input_config.resolved_pattern

@@ -16,6 +16,7 @@ from keras_emotion.models import (
     build_backbone,
     build_model,
     head_variables,
+    with_any_number_of_frames,
 )
 from keras_emotion.models.config import SPATIAL_AGGREGATIONS, TEMPORAL_POOLINGS
 
@@ -77,6 +78,19 @@ def test_variable_number_of_frames():
         outputs = predict(model, clip_inputs(rng, np.ones((2, num_frames))))
         assert outputs["frame_importance"].shape == (2, num_frames)
         assert outputs["spatial_attention"].shape == (2, num_frames, NUM_HEADS, NUM_REGIONS)
+
+
+def test_with_any_number_of_frames_keeps_weights_and_outputs():
+    fixed = build_model(small_config(num_frames=3))
+    rng = np.random.default_rng(2)
+    three_frames = clip_inputs(rng, np.ones((2, 3)))
+    with pytest.raises(ValueError):
+        fixed.predict(clip_inputs(rng, np.ones((2, 5))), verbose=0)
+    free = with_any_number_of_frames(fixed)
+    assert free is not fixed and with_any_number_of_frames(free) is free
+    for name, value in predict(fixed, three_frames).items():
+        np.testing.assert_allclose(predict(free, three_frames)[name], value, rtol=1e-6, atol=1e-6)
+    assert predict(free, clip_inputs(rng, np.ones((2, 5))))["frame_importance"].shape == (2, 5)
 
 
 @pytest.mark.parametrize("temporal", TEMPORAL_POOLINGS)

@@ -14,12 +14,11 @@ import tensorflow as tf
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset
-from keras_emotion.models import ModelConfig, build_model
+from keras_emotion.models import ModelConfig, build_model, with_any_number_of_frames
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.evaluation import (
     CONFUSION_MATRIX_FILE,
     EVALUATION_FILE,
-    any_length_model,
     evaluate,
     evaluate_model_dir,
     evaluation_input,
@@ -109,7 +108,7 @@ def test_padding_is_masked_in_a_batch_of_mixed_lengths(trained_dir, ck48_raw_tfr
     get their own probabilities; with the padding unmasked they would not (so the mask matters)."""
     trained = load_trained_model(trained_dir)
     input_config = evaluation_input(trained, ck48_raw_tfrecords, "train", 8)
-    model = any_length_model(trained.model)
+    model = with_any_number_of_frames(trained.model)
     for features, _ in build_dataset(input_config):
         mask = features["frame_mask"].numpy()
         if mask.min() == 0.0 and mask.max() == 1.0:
