@@ -40,7 +40,7 @@ from keras_emotion.files import atomic_write, read_json
 DPI = 100
 COLUMN_INCHES = 1.4  # width and height of one face panel
 LABEL_INCHES = 1.3  # left margin for row labels
-TITLE_INCHES = 0.7
+TITLE_INCHES = 1.0  # title + three heading lines
 CLASS_ROW_INCHES = 0.22  # per class, in the per-frame probability row
 CLASS_ROW_PADDING_INCHES = 0.4  # room for that row's axis labels
 IMPORTANCE_INCHES = 1.3
@@ -211,9 +211,9 @@ def plot_explanation(explanation: ClipExplanation, path: str, title: str = ""):
             importance_axes.set_yticks([])
 
     heading = (
-        f"predicted {explanation.class_names[predicted]} ({explanation.probabilities[predicted]:.0%}); "
-        "per-frame bars: softmax of the frame's class scores; importance rescaled to 0-100% "
-        "(raw share above each bar)"
+        f"predicted {explanation.class_names[predicted]} ({explanation.probabilities[predicted]:.0%})\n"
+        "per-frame bars: softmax of the frame's class scores;\n"
+        "importance rescaled to 0-100% (raw share above each bar)"
     )
     figure.suptitle(f"{title}\n{heading}" if title else heading, fontsize=10)
     with atomic_write(path) as temp:
