@@ -99,7 +99,7 @@ def test_fig2_png_has_the_expected_size_and_one_attention_row_per_head(clip_shar
     figure = plot_explanation(explanation, str(path), title="seq_anger")
     image = cv2.imread(str(path))
     width, height = figure_inches(num_frames=8, num_heads=2, num_classes=4)
-    assert (width, height) == pytest.approx((1.3 + 8 * 1.4, 0.7 + 3 * 1.4 + (4 * 0.22 + 0.4) + 1.3))
+    assert (width, height) == pytest.approx((1.3 + 8 * 1.4, 1.0 + 3 * 1.4 + (4 * 0.22 + 0.4) + 1.3))
     assert image.shape == (round(height * DPI), round(width * DPI), 3)
     labels = [axes.get_label() for axes in figure.axes]
     assert sorted(label for label in labels if label.startswith("head")) == sorted(
