@@ -20,6 +20,8 @@ import time
 
 from absl import app, flags
 
+import keras_emotion  # noqa: F401  (before TensorFlow loads: the package's oneDNN guard)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "models", ["compact:64", "vgg16:224"], "backbone:image_size pairs to benchmark"
