@@ -171,7 +171,7 @@ def write_shards(
     """
     paths = []
     for shard in range(num_shards):
-        path = os.path.join(directory, f"{split}-{shard:05d}{schema.SHARD_SUFFIX}")
+        path = os.path.join(directory, schema.shard_name(split, shard))
         with atomic_write(path) as temp, tf.io.TFRecordWriter(temp) as writer:
             for clip in clips[shard::num_shards]:
                 writer.write(schema.serialize_clip(clip))

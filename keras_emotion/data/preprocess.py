@@ -293,10 +293,6 @@ def _outcomes_in_pool(clips: Sequence[ClipSource], class_names, config, num_work
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:05d}{schema.SHARD_SUFFIX}"
-
-
 def read_shard_entries(path: str) -> list:
     """The ShardEntry of every clip in one shard file (`schema.parse_clip` reads them)."""
     import tensorflow as tf
@@ -389,7 +385,7 @@ class _ShardWriter:
         if self._writer is not None and self._bytes + size > self._max_bytes:
             self.close()
         if self._writer is None:
-            self._path = os.path.join(self._output_dir, _shard_name(self._split, self._next_index))
+            self._path = os.path.join(self._output_dir, schema.shard_name(self._split, self._next_index))
             self._next_index += 1
             self._writer = tf.io.TFRecordWriter(temp_path(self._path))
         self._writer.write(record)

@@ -171,6 +171,11 @@ def parse_clip(serialized):
     return parsed
 
 
+def shard_name(split: str, index: int) -> str:
+    """File name of shard `index` of `split`: `<split>-NNNNN.tfrecord`."""
+    return f"{split}-{index:05d}{SHARD_SUFFIX}"
+
+
 def shard_pattern(directory: str, split: str = "*") -> str:
     """Glob pattern of the finished shards of `split` in `directory`."""
     import os
