@@ -42,7 +42,7 @@ from keras_emotion.data.demo import INDEX_NAME, SEQUENCE_NAME, make_demo_corpus
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.preprocess import PreprocessConfig, preprocess_corpus
-from keras_emotion.export.predictor import (
+from keras_emotion.inference import (
     PredictConfig,
     default_alignment,
     load_clip_model,

@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 
 from keras_emotion.data.video import InputError
-from keras_emotion.export.predictor import PredictConfig, default_alignment, load_clip_model, predict_video, write_prediction
+from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video, write_prediction
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Trained-model folder or SavedModel folder.", required=True)

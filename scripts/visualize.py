@@ -9,7 +9,7 @@
     # the confusion matrix of scripts/evaluate.py's JSON
     python scripts/visualize.py --evaluation_json runs/demo/evaluation/evaluation.json --output cm.png
 
-See keras_emotion.export.visualize for what the picture shows.
+See keras_emotion.inference.visualize for what the picture shows.
 """
 
 import sys
@@ -18,7 +18,8 @@ from absl import app, flags
 
 from keras_emotion.data.faces import NoFaceError
 from keras_emotion.data.video import InputError
-from keras_emotion.export.visualize import (
+from keras_emotion.inference import load_clip_model
+from keras_emotion.inference.visualize import (
     align_video_clip,
     explain_clip,
     plot_evaluation,
@@ -46,8 +47,6 @@ def main(argv):
         return
     if not FLAGS.model or bool(FLAGS.video) == bool(FLAGS.clip_id and FLAGS.tfrecords):
         raise app.UsageError("give --model and either --video or --tfrecords with --clip_id (or --evaluation_json)")
-    from keras_emotion.export.predictor import load_clip_model
-
     model = load_clip_model(FLAGS.model)
     try:
         if FLAGS.video:

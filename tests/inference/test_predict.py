@@ -1,4 +1,4 @@
-"""Tests of keras_emotion.export.predictor and scripts/predict.py on the synthetic demo video.
+"""Tests of keras_emotion.inference.predictor and scripts/predict.py on the synthetic demo video.
 
 References are computed independently: faces aligned by `FaceAligner.align_clip` (the
 preprocessing path), resized with OpenCV's area interpolation, and the Keras model called
@@ -8,48 +8,20 @@ directly.
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
+from demo_video import ALIGNMENT, CLASS_NAMES
 
-from keras_emotion.data.faces import AlignmentConfig, FaceAligner
 from keras_emotion.data.video import InputError, read_frames
-from keras_emotion.export.predictor import (
-    FaceTracker,
-    PredictConfig,
-    SlidingWindows,
-    load_clip_model,
-    predict_video,
-    write_prediction,
-)
+from keras_emotion.inference.clip_model import load_clip_model
+from keras_emotion.inference.predictor import PredictConfig, predict_video, write_prediction
 from keras_emotion.training.task import load_trained_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-ALIGNMENT = AlignmentConfig(upsample=0, cnn_fallback=False)  # the demo face is ~130 px wide
-CLASS_NAMES = ["anger", "happy", "sadness", "surprise"]
-
-
-@pytest.fixture(scope="module")
-def sequence_path(small_demo_corpus) -> str:
-    return str(small_demo_corpus / "demo_sequence.avi")
-
-
-@pytest.fixture(scope="module")
-def sequence_faces(sequence_path) -> np.ndarray:
-    """uint8 (134, 256, 256, 3): the sequence aligned as preprocessing aligns a clip."""
-    frames, _ = read_frames(sequence_path)
-    aligned = FaceAligner(ALIGNMENT).align_clip(frames)
-    assert aligned.detected.all()
-    return aligned.faces
-
-
-@pytest.fixture(scope="module")
-def keras_model(tiny_trained_model_dir):
-    return load_clip_model(tiny_trained_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -105,50 +77,6 @@ def test_long_input_streams_with_a_bounded_buffer(sequence_prediction):
     assert 0 < stats["peak_buffered_faces"] <= 8  # one window of the one face, not the video
 
 
-def test_sliding_windows_cover_a_long_stream():
-    windows, stride, length = SlidingWindows(16, 5), 5, 1003
-    emitted, most_held = [], 0
-    for index in range(length):
-        window = windows.push(index, f"face {index}")
-        most_held = max(most_held, len(windows))
-        if window is not None:
-            emitted.append(window)
-    emitted.append(windows.finish())
-    assert windows.finish() is None
-    assert most_held == 16
-    starts = [window.frame_indices[0] for window in emitted]
-    assert starts[:-1] == list(range(0, length - 16 + 1, stride))
-    assert emitted[-1].frame_indices == list(range(length - 16, length))
-    for window in emitted:
-        assert window.frame_indices == list(range(window.frame_indices[0], window.frame_indices[0] + 16))
-        assert window.items == [f"face {index}" for index in window.frame_indices]
-    covered = {index for window in emitted for index in window.frame_indices}
-    assert covered == set(range(length))
-
-
-def test_a_stream_shorter_than_a_window_gives_one_window():
-    windows = SlidingWindows(8, 4)
-    assert all(windows.push(index, index) is None for index in range(5))
-    assert windows.finish().frame_indices == [0, 1, 2, 3, 4]
-    with pytest.raises(ValueError, match="stride <= window"):
-        SlidingWindows(4, 5)
-
-
-def test_tracker_follows_boxes_by_overlap_then_centre_and_ends_lost_tracks():
-    tracker = FaceTracker(iou_threshold=0.3, max_centre_distance=0.5, max_missed=2)
-    left, right = np.array([0.0, 0, 100, 100]), np.array([300.0, 0, 400, 100])
-    assert tracker.update([left, right]) == ([0, 1], [])
-    # Listed in the other order and moved a little: matched by overlap.
-    assert tracker.update([right + 10, left + 5]) == ([1, 0], [])
-    # The left face shrinks to a box of IoU 0.16 but its centre moved 0.07 widths: still track 0.
-    far = np.array([30.0, 30, 70, 70])
-    assert tracker.update([far]) == ([0], [])
-    assert tracker.update([far]) == ([0], [])
-    assert tracker.update([far]) == ([0], [1])  # track 1 missed 3 > 2 frames
-    assert tracker.update([right]) == ([2], [])  # a face where track 1 was is a new track
-    assert tracker.live_tracks() == [0, 2]
-
-
 def test_two_faces_side_by_side_give_two_tracks(tmp_path, sequence_path, keras_model, write_avi):
     frames, _ = read_frames(sequence_path)
     side_by_side = [np.concatenate([frames[i], frames[46 + i][:, ::-1]], axis=1) for i in range(20)]
@@ -176,61 +104,6 @@ def test_frame_step_processes_every_nth_frame(sequence_path, keras_model):
     (track,) = prediction["tracks"]
     assert (track["first_frame"], track["last_frame"], track["num_frames"]) == (0, 132, 45)
     assert prediction["stride"] == 4
-
-
-@pytest.fixture(scope="module")
-def exported_version_dir(tmp_path_factory, tiny_trained_model_dir) -> str:
-    """`export_trained_model` of the tiny trained model: <base>/emotion/1."""
-    from keras_emotion.export.saved_model import export_trained_model
-
-    return export_trained_model(tiny_trained_model_dir, str(tmp_path_factory.mktemp("serving")), "emotion")
-
-
-def test_saved_model_gives_the_keras_model_predictions(
-    tmp_path, exported_version_dir, keras_model, sequence_faces, sequence_path
-):
-    version_dir = exported_version_dir
-    served = load_clip_model(os.path.dirname(version_dir))  # the TF Serving folder: highest version
-    assert served.description == {"path": version_dir, "format": "saved_model"}
-    assert served.class_names == CLASS_NAMES and served.num_frames is None
-    for first in (0, 50, 100):
-        faces = sequence_faces[first : first + 8]
-        expected, answer = keras_model.predict(faces), served.predict(faces)
-        np.testing.assert_allclose(answer.probabilities, expected.probabilities, atol=1e-4)
-        np.testing.assert_allclose(answer.frame_importance, expected.frame_importance, atol=1e-4)
-        np.testing.assert_allclose(answer.spatial_attention, expected.spatial_attention, atol=1e-4)
-
-    folder = tmp_path / "frames"  # a folder of frames works like a video
-    folder.mkdir()
-    frames, _ = read_frames(sequence_path)
-    for index, frame in enumerate(frames[40:52]):
-        cv2.imwrite(str(folder / f"frame{index}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    prediction = predict_video(str(folder), served, PredictConfig(stride=8), ALIGNMENT)
-    (track,) = prediction["tracks"]
-    assert prediction["window"] == 16 and prediction["model"]["frames_per_clip"] is None
-    assert [(w["first_frame"], w["last_frame"]) for w in track["windows"]] == [(0, 11)]
-    assert len(track["windows"][0]["frame_importance"]) == 12
-
-
-def test_saved_model_class_names_come_from_its_model_info(tmp_path, exported_version_dir):
-    from keras_emotion.export.saved_model import MODEL_INFO_PATH
-
-    version_dir = str(tmp_path / "1")
-    shutil.copytree(exported_version_dir, version_dir)
-    renamed = ["a", "b", "c", "d"]
-    assert load_clip_model(version_dir, class_names=renamed).class_names == renamed
-    with pytest.raises(ValueError, match=r"3 class names \['a', 'b', 'c'\] for a model with 4 classes"):
-        load_clip_model(version_dir, class_names=renamed[:3])
-
-    info_path = os.path.join(version_dir, MODEL_INFO_PATH)
-    info = json.loads(pathlib.Path(info_path).read_text())
-    pathlib.Path(info_path).write_text(json.dumps({**info, "format_version": 2}))
-    with pytest.raises(ValueError, match=f"{info_path}: format_version=2; this library reads 1"):
-        load_clip_model(version_dir)
-    os.remove(info_path)
-    with pytest.raises(FileNotFoundError, match=f"{info_path} not found"):
-        load_clip_model(version_dir)
-    assert load_clip_model(version_dir, class_names=renamed).class_names == renamed
 
 
 def test_missing_or_corrupt_videos_and_model_folders_are_named(tmp_path, keras_model):

@@ -34,7 +34,7 @@ import numpy as np
 from keras_emotion.data import schema
 from keras_emotion.data.faces import FaceAligner
 from keras_emotion.data.video import iter_frames
-from keras_emotion.export.predictor import KerasClipModel, default_alignment, uniform_frame_indices
+from keras_emotion.inference.clip_model import KerasClipModel, default_alignment, uniform_frame_indices
 from keras_emotion.files import atomic_write, read_json
 
 DPI = 100

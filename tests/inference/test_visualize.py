@@ -1,4 +1,4 @@
-"""Tests of keras_emotion.export.visualize and scripts/visualize.py (Fig. 2 and the confusion matrix)."""
+"""Tests of keras_emotion.inference.visualize and scripts/visualize.py (Fig. 2 and the confusion matrix)."""
 
 import json
 import pathlib
@@ -12,8 +12,8 @@ import pytest
 from keras_emotion.data import pipeline, schema
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, encode_jpeg
 from keras_emotion.data.video import read_frames
-from keras_emotion.export.predictor import load_clip_model
-from keras_emotion.export.visualize import (
+from keras_emotion.inference.clip_model import load_clip_model
+from keras_emotion.inference.visualize import (
     DPI,
     attention_map,
     explain_clip,

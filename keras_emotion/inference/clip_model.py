@@ -1,0 +1,177 @@
+"""Trained models seen as one interface for inference: aligned faces of one clip in, the
+clip's class probabilities, frame importance and spatial attention out.
+
+`load_clip_model` opens a trained-model directory (model.keras + model_info.json, written by
+`training.task.save_trained_model`), an exported SavedModel (its serving_default signature) or
+a TF Serving model folder (its highest version).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_emotion.data import schema
+from keras_emotion.data.faces import AlignmentConfig
+from keras_emotion.data.pipeline import sample_frame_indices
+from keras_emotion.export.saved_model import Preprocessing, read_model_info, resize_and_crop_pixels
+from keras_emotion.training.task import MODEL_INFO_FILE, load_trained_model
+
+SAVED_MODEL_FILE = "saved_model.pb"
+SERVING_SIGNATURE = "serving_default"
+
+
+@dataclasses.dataclass
+class ClipPrediction:
+    """The model's answer for one clip of F frames (E classes, N heads, L regions).
+
+    Attributes:
+        probabilities: float32 (E,) clip class probabilities.
+        frame_importance: float32 (F,) each frame's share, summing to 1.
+        spatial_attention: float32 (F, N, L), or None for models without spatial attention.
+    """
+
+    probabilities: np.ndarray
+    frame_importance: np.ndarray
+    spatial_attention: Optional[np.ndarray]
+
+
+class ClipModel(abc.ABC):
+    """A trained model seen as: aligned faces of one clip (uint8) -> ClipPrediction.
+
+    Attributes:
+        class_names: E names, index = class index.
+        num_frames: F, the frames it is given per clip (chosen from a window like evaluation
+            chooses them from a clip), or None: it is given every frame of a window.
+        face_size: side of the aligned faces it expects.
+        alignment: how the faces of its training data were aligned (defaults if unknown).
+        description: {"path", "format"} for the prediction JSON.
+    """
+
+    class_names: list
+    num_frames: Optional[int]
+    face_size: int
+    alignment: AlignmentConfig
+    description: dict
+
+    @abc.abstractmethod
+    def predict(self, faces: np.ndarray) -> ClipPrediction:
+        """Classifies one clip: `faces` uint8 (F, face_size, face_size, 3) RGB aligned faces."""
+
+
+def uniform_frame_indices(clip_length: int, num_frames: int) -> np.ndarray:
+    """The frames evaluation feeds the model from a clip of `clip_length` frames: int (num_frames,)
+    (`pipeline.sample_frame_indices` with "uniform" sampling; a short clip repeats frames)."""
+    return sample_frame_indices(clip_length, num_frames, "uniform", None).numpy()
+
+
+def _clip_prediction(outputs: dict) -> ClipPrediction:
+    """The first clip of a batch of model / signature outputs (NumPy arrays)."""
+    attention = outputs.get("spatial_attention")
+    return ClipPrediction(
+        probabilities=np.asarray(outputs["probabilities"][0], np.float32),
+        frame_importance=np.asarray(outputs["frame_importance"][0], np.float32),
+        spatial_attention=None if attention is None else np.asarray(attention[0], np.float32),
+    )
+
+
+class KerasClipModel(ClipModel):
+    """A trained-model directory (model.keras + model_info.json, see `training.task`).
+
+    Faces are resized and centre cropped exactly as the exported SavedModel's serving_default
+    signature does it (`saved_model` module), from the full-resolution aligned face.
+    """
+
+    def __init__(self, trained, path: str = ""):
+        """`trained`: a `training.task.TrainedModel`; `path`: where it was loaded from."""
+        self.trained = trained
+        self.preprocessing = Preprocessing.of_trained_model(self.trained)
+        self.class_names = list(self.trained.class_names)
+        self.num_frames = int(self.trained.num_frames)
+        manifest = self.trained.dataset_manifest or {}
+        self.face_size = int(manifest.get("image_size", schema.IMAGE_SIZE))
+        self.alignment = AlignmentConfig(**manifest.get("preprocessing", {}).get("alignment", {}))
+        self.description = {"path": os.fspath(path), "format": "keras"}
+
+    def model_inputs(self, faces: np.ndarray) -> dict:
+        """The model's inputs for uint8 (B, F, A, A, 3) aligned faces: {"frames": float32
+        (B, F, S, S, 3) in 0..255, "frame_mask": ones (B, F)}."""
+        frames = resize_and_crop_pixels(np.asarray(faces, np.uint8), self.preprocessing).numpy()
+        return {"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)}
+
+    def predict(self, faces: np.ndarray) -> ClipPrediction:
+        return _clip_prediction(self.trained.model.predict_on_batch(self.model_inputs(np.asarray(faces)[np.newaxis])))
+
+
+class SavedModelClipModel(ClipModel):
+    """An exported SavedModel (`saved_model.export_saved_model`), called through its
+    serving_default signature, which resizes and crops the aligned faces itself.
+
+    The signature takes any number of frames, so by default it is given every frame of a
+    window (num_frames None). Class names: `class_names` if given, else those the export wrote
+    to `assets.extra/model_info.json` (`saved_model.read_model_info`).
+    """
+
+    def __init__(self, directory: str, num_frames: Optional[int] = None, class_names: Optional[Sequence[str]] = None):
+        if class_names is None:
+            class_names = read_model_info(directory)["class_names"]
+        self._signature = tf.saved_model.load(directory).signatures[SERVING_SIGNATURE]
+        num_classes = self._signature.structured_outputs["probabilities"].shape[-1]
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"{directory}: {len(class_names)} class names {list(class_names)} for a model with {num_classes} classes"
+            )
+        self.class_names = list(class_names)
+        frames_spec = self._signature.structured_input_signature[1]["frames"]
+        self.num_frames = num_frames or frames_spec.shape[1]
+        self.face_size = int(frames_spec.shape[2] or schema.IMAGE_SIZE)
+        self.alignment = AlignmentConfig()
+        self.description = {"path": os.fspath(directory), "format": "saved_model"}
+
+    def _call(self, faces: np.ndarray) -> dict:
+        faces = np.asarray(faces, np.uint8)
+        outputs = self._signature(frames=tf.constant(faces), num_frames=tf.fill([faces.shape[0]], faces.shape[1]))
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def predict(self, faces: np.ndarray) -> ClipPrediction:
+        return _clip_prediction(self._call(np.asarray(faces)[np.newaxis]))
+
+
+def load_clip_model(
+    path: str, num_frames: Optional[int] = None, class_names: Optional[Sequence[str]] = None
+) -> ClipModel:
+    """The model at `path`: a trained-model directory (model_info.json + model.keras), a
+    SavedModel directory (saved_model.pb), or a TF Serving model directory (numbered
+    version folders; the highest one holding a SavedModel is used).
+
+    Args:
+        path: the directory.
+        num_frames, class_names: for a SavedModel, see `SavedModelClipModel` (a trained-model
+            directory knows both).
+
+    Raises:
+        FileNotFoundError: `path` is none of these (the message names it).
+    """
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+        return SavedModelClipModel(path, num_frames, class_names)
+    if os.path.isfile(os.path.join(path, MODEL_INFO_FILE)):
+        return KerasClipModel(load_trained_model(path), path)
+    versions = sorted((int(name) for name in (os.listdir(path) if os.path.isdir(path) else []) if name.isdigit()))
+    for version in reversed(versions):
+        if os.path.isfile(os.path.join(path, str(version), SAVED_MODEL_FILE)):
+            return SavedModelClipModel(os.path.join(path, str(version)), num_frames, class_names)
+    raise FileNotFoundError(
+        f"{path}: not a model directory (no {MODEL_INFO_FILE}, no {SAVED_MODEL_FILE}, "
+        "no numbered version folder holding one)"
+    )
+
+def default_alignment(model: ClipModel) -> AlignmentConfig:
+    """The alignment `model` was trained with (its training data's manifest), else the
+    defaults, for faces of `model.face_size`; no CNN fallback (far too slow for videos)."""
+    return dataclasses.replace(model.alignment, output_size=model.face_size, cnn_fallback=False)
