@@ -6,7 +6,7 @@
 --model is a trained-model folder (model.keras + model_info.json) or an exported SavedModel
 (a version folder, or the TF Serving model folder holding numbered versions). Faces are
 tracked through the video and classified in sliding windows; see
-keras_emotion.export.predictor for the JSON written. Prints one line per tracked face.
+keras_emotion.inference.predictor for the JSON written. Prints one line per tracked face.
 """
 
 import dataclasses

@@ -3,7 +3,7 @@
 `export_saved_model` writes TF Serving's layout, `BASE/NAME/VERSION/` holding `saved_model.pb`
 and `variables/` (the server's model base path is `BASE/NAME`), plus
 `assets.extra/model_info.json`: the class names and the preprocessing (`model_info`), for
-clients and `export.predictor`. Frame preprocessing runs in the graph and the graph holds only
+clients and `inference.clip_model`. Frame preprocessing runs in the graph and the graph holds only
 standard TensorFlow ops: serving needs neither Python nor this package.
 
 Signatures (B clips, F frames per clip, E classes, S = `Preprocessing.image_size`):
