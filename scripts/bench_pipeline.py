@@ -131,16 +131,16 @@ def _benchmark(tfrecord_dir: str) -> dict:
 
 def main(argv):
     del argv
-    from keras_emotion.data import pipeline
+    from keras_emotion import testing
 
     if FLAGS.tfrecord_dir:
         result = _benchmark(FLAGS.tfrecord_dir)
     else:
         with tempfile.TemporaryDirectory() as directory:
-            clips = pipeline.ck48_raw_clips(
+            clips = testing.ck48_raw_clips(
                 FLAGS.ck48_dir, frames_per_clip=FLAGS.clip_length, max_clips=FLAGS.max_clips
             )
-            pipeline.write_shards(clips, directory, FLAGS.split, num_shards=4)
+            testing.write_shards(clips, directory, FLAGS.split, num_shards=4)
             result = _benchmark(directory)
     print(json.dumps(result, indent=2))
 

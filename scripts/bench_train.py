@@ -42,12 +42,13 @@ def _compiled_model(backbone: str, image_size: int):
     """The paper's model (SA + TP by default) compiled as training compiles it."""
     import keras
 
-    from keras_emotion.data.config import InputConfig
-    from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
-    from keras_emotion.training.config import TrainConfig
-    from keras_emotion.training.optimizers import build_optimizer
+    from keras_emotion.models import backbone_variables, build_model, head_variables
+    from keras_emotion.training.config import train_config
+    from keras_emotion.training.optimizers import two_rate_sgd
 
-    model_config = ModelConfig(
+    config = train_config(
+        train_dir="unused",
+        val_split="",
         num_classes=NUM_CLASSES,
         num_frames=FLAGS.num_frames,
         image_size=image_size,
@@ -55,17 +56,11 @@ def _compiled_model(backbone: str, image_size: int):
         spatial=FLAGS.spatial,
         temporal=FLAGS.temporal,
     )
-    train_config = TrainConfig(
-        train_data=InputConfig(
-            file_pattern="unused", training=True, num_frames=FLAGS.num_frames, image_size=image_size
-        ),
-        model=model_config,
-    )
-    model = build_model(model_config)
+    model = build_model(config.model)
     training_model = keras.Model(model.input, model.output["probabilities"])
     training_model.compile(
-        optimizer=build_optimizer(
-            train_config, backbone_variables(model), head_variables(model), steps_per_epoch=100
+        optimizer=two_rate_sgd(
+            config, backbone_variables(model), head_variables(model), steps_per_epoch=100
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(),
     )
@@ -107,13 +102,13 @@ def _tfrecord_batches(image_size: int, directory: str):
 
 def _write_ck48_tfrecords(directory: str) -> None:
     """CK+48 clips chained to 48 frames each (so that sampling F frames matters), as TFRecords."""
-    from keras_emotion.data import pipeline
+    from keras_emotion import testing
 
     ck48_dir = FLAGS.ck48_dir or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ck48", "CK+48"
     )
-    clips = pipeline.ck48_raw_clips(ck48_dir, frames_per_clip=48, max_clips=32)
-    pipeline.write_shards(clips, directory, split="train", num_shards=2)
+    clips = testing.ck48_raw_clips(ck48_dir, frames_per_clip=48, max_clips=32)
+    testing.write_shards(clips, directory, split="train", num_shards=2)
 
 
 def _time_model(backbone: str, image_size: int, batches) -> dict:

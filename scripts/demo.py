@@ -40,8 +40,8 @@ from absl import app, flags
 from keras_emotion.data.datasets import load_dataset
 from keras_emotion.data.demo import INDEX_NAME, SEQUENCE_NAME, make_demo_corpus
 from keras_emotion.data.faces import AlignmentConfig
-from keras_emotion.data.config import InputConfig
 from keras_emotion.data.preprocess import PreprocessConfig, preprocess_corpus
+from keras_emotion.export.saved_model import export_trained_model
 from keras_emotion.inference import (
     PredictConfig,
     default_alignment,
@@ -49,10 +49,8 @@ from keras_emotion.inference import (
     predict_video,
     write_prediction,
 )
-from keras_emotion.export.saved_model import export_trained_model
-from keras_emotion.models import ModelConfig
 from keras_emotion.models.config import BACKBONES
-from keras_emotion.training.config import TrainConfig
+from keras_emotion.training.config import train_config
 from keras_emotion.training.evaluation import evaluate_model_dir, summarize
 from keras_emotion.training.task import train
 
@@ -120,26 +118,18 @@ def main(argv):
     train_dir = os.path.join(output_dir, "train")
     shutil.rmtree(train_dir, ignore_errors=True)
 
-    config = TrainConfig(
-        train_data=InputConfig(
-            tfrecords,
-            split="train",
-            training=True,
-            num_frames=FLAGS.num_frames,
-            image_size=FLAGS.image_size,
-            global_batch_size=FLAGS.batch_size,
-            seed=FLAGS.seed,
-        ),
-        model=ModelConfig(
-            num_classes=len(dataset.class_names),
-            num_frames=FLAGS.num_frames,
-            image_size=FLAGS.image_size,
-            backbone=FLAGS.backbone,
-            spatial="sa",
-            num_heads=2,
-            penalty=1.0,
-            temporal="tp",
-        ),
+    config = train_config(
+        train_dir=tfrecords,
+        val_split="",
+        num_classes=len(dataset.class_names),
+        num_frames=FLAGS.num_frames,
+        image_size=FLAGS.image_size,
+        batch_size=FLAGS.batch_size,
+        backbone=FLAGS.backbone,
+        spatial="sa",
+        heads=2,
+        penalty=1.0,
+        temporal="tp",
         epochs=FLAGS.epochs,
         backbone_lr=FLAGS.backbone_lr,
         head_lr=FLAGS.head_lr,

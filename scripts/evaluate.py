@@ -1,36 +1,10 @@
 """Evaluates a trained model on ALL frames of every clip of a TFRecord split.
 
-    python scripts/evaluate.py --model_dir runs/emotion/trained --data tfrecords/ck48 --split val
-
-Writes `<output_dir>/evaluation.json` (accuracy, per-class recall, UAR, confusion matrix, every
-clip's prediction) and `<output_dir>/confusion_matrix.png`; prints the summary.
+The command `keras-emotion evaluate` runs the same `main` (keras_emotion.cli.evaluate); --help lists the flags.
 """
 
-import os
-
-from absl import app, flags
-
-from keras_emotion.training.evaluation import evaluate_model_dir, summarize
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A trained-model folder (model.keras + model_info.json).")
-flags.DEFINE_string("data", None, "A TFRecord folder (read with --split) or a glob of shards.")
-flags.DEFINE_string("split", "val", "Split to evaluate when --data is a folder.")
-flags.DEFINE_string("output_dir", None, "Output folder; default <model_dir>/evaluation_<split>.")
-flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
-flags.mark_flags_as_required(["model_dir", "data"])
-
-
-def main(argv):
-    del argv
-    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, f"evaluation_{FLAGS.split}")
-    try:
-        report = evaluate_model_dir(FLAGS.model_dir, FLAGS.data, FLAGS.split, output_dir, FLAGS.batch_size)
-    except (FileNotFoundError, ValueError) as error:
-        raise app.UsageError(str(error)) from None
-    print(summarize(report))
-    print(f"wrote {report['json']} and {report['png']}")
-
+from keras_emotion.cli import run
+from keras_emotion.cli.evaluate import main
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -1,32 +1,10 @@
 """Exports a trained model as a SavedModel for TensorFlow Serving (see keras_emotion.export).
 
-    python scripts/export.py --model_dir runs/emotion/trained --base_dir serving --name emotion
-
-Writes `<base_dir>/<name>/<version>/` (saved_model.pb + variables/), the version being one more
-than the largest existing one unless --version is given, and prints its path.
+The command `keras-emotion export` runs the same `main` (keras_emotion.cli.export); --help lists the flags.
 """
 
-from absl import app, flags
-
-from keras_emotion.export import export_trained_model
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A trained-model folder (model.keras + model_info.json) from training.")
-flags.DEFINE_string("base_dir", None, "Folder of served models; the export goes to <base_dir>/<name>/<version>.")
-flags.DEFINE_string("name", "emotion", "Model name (TF Serving's MODEL_NAME).")
-flags.DEFINE_integer("version", None, "Version number; default one more than the largest existing version.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
-flags.mark_flags_as_required(["model_dir", "base_dir"])
-
-
-def main(argv):
-    del argv
-    try:
-        path = export_trained_model(FLAGS.model_dir, FLAGS.base_dir, FLAGS.name, FLAGS.version, FLAGS.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        raise app.UsageError(str(error)) from None
-    print(f"exported {path} (signatures serving_default, encoded_frames, tf_example)")
-
+from keras_emotion.cli import run
+from keras_emotion.cli.export import main
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

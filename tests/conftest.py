@@ -19,17 +19,17 @@ def shared_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def ck48_raw_tfrecords(shared_dir, tmp_path_factory) -> str:
-    """A directory of unaligned CK+48 "train" shards (see `pipeline.ck48_raw_clips`), 3 shards:
+    """A directory of unaligned CK+48 "train" shards (see `testing.ck48_raw_clips`), 3 shards:
     60 three-frame clips (one per sequence) and 12 twenty-frame clips (a subject's sequences
     chained), so that clips are both shorter and longer than a typical num_frames."""
-    from keras_emotion.data import pipeline
+    from keras_emotion import testing
 
     ck48_dir = str(shared_dir / "data" / "ck48" / "CK+48")
-    clips = pipeline.ck48_raw_clips(ck48_dir, max_clips=60) + pipeline.ck48_raw_clips(
+    clips = testing.ck48_raw_clips(ck48_dir, max_clips=60) + testing.ck48_raw_clips(
         ck48_dir, frames_per_clip=20, max_clips=12
     )
     directory = str(tmp_path_factory.mktemp("ck48_raw_tfrecords"))
-    pipeline.write_shards(clips, directory, split="train", num_shards=3)
+    testing.write_shards(clips, directory, split="train", num_shards=3)
     return directory
 
 

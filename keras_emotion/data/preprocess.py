@@ -31,7 +31,6 @@ import importlib.metadata
 import multiprocessing
 import os
 import platform
-import re
 import sys
 import time
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -49,8 +48,6 @@ from keras_emotion.files import TEMP_SUFFIX, read_json, temp_path, write_json_at
 
 STAGES = ("reading", "detection", "landmarks", "alignment", "encoding")
 REPORT_NAME = "report.json"
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-_SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})" + re.escape(schema.SHARD_SUFFIX) + "$")
 _RECORD_OVERHEAD = 16  # TFRecord framing per record: length (8), its CRC (4), data CRC (4)
 
 
@@ -315,7 +312,7 @@ def index_shards(output_dir: str) -> dict:
     return {
         os.path.basename(path): read_shard_entries(path)
         for path in sorted(paths)
-        if _SHARD_NAME.match(os.path.basename(path))
+        if schema.parse_shard_name(os.path.basename(path))
     }
 
 
@@ -339,7 +336,7 @@ def build_manifest(class_names: Sequence[str], config: PreprocessConfig, shards:
     counts, frames = {}, {}
     shard_list = []
     for name, entries in sorted(shards.items()):
-        split = _SHARD_NAME.match(name).group("split")
+        split, _ = schema.parse_shard_name(name)
         num_frames = sum(entry.num_frames for entry in entries)
         shard_list.append({"file": name, "split": split, "clips": len(entries), "frames": num_frames})
         for entry in entries:
@@ -460,7 +457,7 @@ def _check_resumable(output_dir: str, class_names: list, config: PreprocessConfi
 def _remove_stale_temp_shards(output_dir: str) -> None:
     for name in os.listdir(output_dir):
         shard_name = name[1 : -len(TEMP_SUFFIX)]
-        if _SHARD_NAME.match(shard_name) and name == temp_path(shard_name):
+        if schema.parse_shard_name(shard_name) and name == temp_path(shard_name):
             os.remove(os.path.join(output_dir, name))
 
 
@@ -500,7 +497,7 @@ def preprocess_corpus(
     repeated = sorted(clip_id for clip_id, count in collections.Counter(c.clip_id for c in clips).items() if count > 1)
     if repeated:
         raise ValueError(f"clip ids repeat: {repeated[:10]}")
-    bad_splits = sorted({clip.split for clip in clips if not _SPLIT_NAME.match(clip.split)})
+    bad_splits = sorted({clip.split for clip in clips if not schema.SPLIT_NAME.match(clip.split)})
     if bad_splits:
         raise ValueError(f"split names must be letters, digits and '_': {bad_splits}")
 
@@ -517,8 +514,8 @@ def preprocess_corpus(
     todo = [clip for clip in clips if clip.clip_id not in done_split]
     last_index = {}
     for name in shards:
-        match = _SHARD_NAME.match(name)
-        last_index[match.group("split")] = max(last_index.get(match.group("split"), -1), int(match.group("index")))
+        split, index = schema.parse_shard_name(name)
+        last_index[split] = max(last_index.get(split, -1), index)
     writers = {
         split: _ShardWriter(output_dir, split, last_index.get(split, -1) + 1, config.shard_bytes, shards)
         for split in sorted({clip.split for clip in todo})

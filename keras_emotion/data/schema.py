@@ -26,6 +26,9 @@ these names.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+from typing import Optional
 
 import numpy as np
 
@@ -33,6 +36,8 @@ SCHEMA_VERSION = 1
 IMAGE_SIZE = 256
 MANIFEST_NAME = "manifest.json"
 SHARD_SUFFIX = ".tfrecord"
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")  # what a split may be called (it starts shard names)
+_SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})" + re.escape(SHARD_SUFFIX) + "$")
 
 
 @dataclasses.dataclass
@@ -176,8 +181,12 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}{SHARD_SUFFIX}"
 
 
+def parse_shard_name(name: str) -> Optional[tuple]:
+    """(split, index) of a file name written by `shard_name`, or None for any other name."""
+    match = _SHARD_NAME.match(name)
+    return None if match is None else (match.group("split"), int(match.group("index")))
+
+
 def shard_pattern(directory: str, split: str = "*") -> str:
     """Glob pattern of the finished shards of `split` in `directory`."""
-    import os
-
     return os.path.join(directory, f"{split}-*{SHARD_SUFFIX}")

@@ -38,7 +38,6 @@ the functional inputs, so the model itself rejects other clip lengths).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from typing import Optional, Sequence
@@ -46,51 +45,28 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
-from keras_emotion.data import config as data_config
 from keras_emotion.data import schema
 from keras_emotion.data.pipeline import centre_crop, decode_resized
-from keras_emotion.files import atomic_directory, read_json, write_json_atomically
+from keras_emotion.files import atomic_directory
 from keras_emotion.models import with_any_number_of_frames
+from keras_emotion.models.info import (
+    MODEL_INFO_FILE,
+    ModelInfo,
+    Preprocessing,
+    check_class_count,
+    read_model_info,
+    write_model_info,
+)
+from keras_emotion.training.task import load_trained_model
 
 MODEL_INPUTS = ("frames", "frame_mask")
-MODEL_INFO_PATH = os.path.join("assets.extra", "model_info.json")
-MODEL_INFO_VERSION = 1
+MODEL_INFO_PATH = os.path.join("assets.extra", MODEL_INFO_FILE)
 _VERSION_NAME = re.compile(r"^[0-9]+$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-    """How frames are prepared for the model (as the evaluation pipeline does it).
-
-    Attributes:
-        image_size: S, side of the square crop fed to the model.
-        crop_fraction: S / R, R the side a frame is resized to before the centre crop, in (0, 1].
-    """
-
-    image_size: int
-    crop_fraction: float
-
-    def __post_init__(self):
-        if self.image_size < 1:
-            raise ValueError(f"Preprocessing.image_size={self.image_size}; must be >= 1")
-        if not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(f"Preprocessing.crop_fraction={self.crop_fraction}; must be in (0, 1]")
-
-    @property
-    def resize_size(self) -> int:
-        """R, the side every frame is resized to (`data.config.resize_size`, as `InputConfig`)."""
-        return data_config.resize_size(self.image_size, self.crop_fraction)
-
-    @classmethod
-    def of_trained_model(cls, trained) -> "Preprocessing":
-        """The preprocessing a `training.task.TrainedModel` was trained and evaluated with."""
-        return cls(image_size=trained.image_size, crop_fraction=trained.crop_fraction)
 
 
 def export_saved_model(
     model: keras.Model,
-    class_names: Sequence[str],
-    preprocessing: Preprocessing,
+    info: ModelInfo,
     base_dir: str,
     name: str,
     version: Optional[int] = None,
@@ -98,16 +74,16 @@ def export_saved_model(
 ) -> str:
     """Exports `model` with the signatures of the module docstring to `base_dir/name/version`.
 
-    The version folder holds the SavedModel and `assets.extra/model_info.json` (`model_info`:
-    class names and preprocessing). It is written to a temporary folder beside it (a dot name,
+    The version folder holds the SavedModel and `assets.extra/model_info.json` (`info`, in the
+    one format of `models.info`). It is written to a temporary folder beside it (a dot name,
     which TF Serving ignores) and renamed when complete (`files.atomic_directory`).
 
     Args:
         model: a model of `models.build_model` (or loaded from `.keras`): inputs "frames"
             (B, F, S, S, 3) float32 0..255 and "frame_mask" (B, F), dict outputs with
             "probabilities" (B, E).
-        class_names: E names, index = class index.
-        preprocessing: the frame preprocessing the model was trained with.
+        info: its class names (E, index = class index), the frame preprocessing it was trained
+            with and whatever else is known of it (`models.info.ModelInfo`).
         base_dir: folder holding one folder per served model.
         name: the model name, the folder under `base_dir` (TF Serving's MODEL_NAME).
         version: positive integer; None picks one more than the largest existing version (or 1).
@@ -118,16 +94,13 @@ def export_saved_model(
 
     Raises:
         ValueError: a bad name or version, class names that do not match the model, a model
-            without the inputs above or an image size other than `preprocessing.image_size`.
+            without the inputs above or an image size other than `info.preprocessing.image_size`.
         FileExistsError: the version exists and `overwrite` is False.
     """
     if not name or name != os.path.basename(name) or name.startswith("."):
         raise ValueError(f"model name {name!r} must be a plain folder name")
-    serving_model = _model_for_any_number_of_frames(model, preprocessing)
-    class_names = [str(class_name) for class_name in class_names]
-    num_classes = serving_model.output["probabilities"].shape[-1]
-    if len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names {class_names} for a model with {num_classes} classes")
+    serving_model = _model_for_any_number_of_frames(model, info.preprocessing)
+    check_class_count(info.class_names, serving_model.output["probabilities"].shape[-1], f"model {model.name!r}")
 
     model_dir = os.path.join(base_dir, name)
     version = next_version(model_dir) if version is None else _checked_version(version)
@@ -138,48 +111,29 @@ def export_saved_model(
         )
 
     with atomic_directory(version_dir, overwrite=overwrite) as partial_dir:
-        archive = _build_export_archive(serving_model, class_names, preprocessing)
+        archive = _build_export_archive(serving_model, info.class_names, info.preprocessing)
         archive.write_out(partial_dir, verbose=False)
-        write_json_atomically(os.path.join(partial_dir, MODEL_INFO_PATH), model_info(class_names, preprocessing))
+        write_model_info(partial_dir, info, MODEL_INFO_PATH)
     return version_dir
 
 
-def model_info(class_names: Sequence[str], preprocessing: Preprocessing) -> dict:
-    """What an export stores in `<version>/assets.extra/model_info.json` (TF Serving keeps
-    assets.extra beside the SavedModel and ignores it): format version, the E class names in
-    class-index order, and the preprocessing (image_size S, crop_fraction, resize_size R)."""
-    return {
-        "format_version": MODEL_INFO_VERSION,
-        "class_names": list(class_names),
-        "preprocessing": {**dataclasses.asdict(preprocessing), "resize_size": preprocessing.resize_size},
-    }
-
-
-def read_model_info(version_dir: str) -> dict:
-    """The `model_info` an export wrote in `version_dir`.
+def read_export_info(version_dir: str) -> ModelInfo:
+    """The `ModelInfo` an export wrote in `version_dir/assets.extra/model_info.json`.
 
     Raises:
         FileNotFoundError: `version_dir` has no assets.extra/model_info.json (naming it).
         ValueError: the file is not valid JSON or has another format version (naming it).
     """
-    path = os.path.join(version_dir, MODEL_INFO_PATH)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: {version_dir} is not an export of this library")
-    return read_json(path, format_version=MODEL_INFO_VERSION)
+    return read_model_info(version_dir, MODEL_INFO_PATH, what="an export of this library")
 
 
 def export_trained_model(
     model_dir: str, base_dir: str, name: str, version: Optional[int] = None, overwrite: bool = False
 ) -> str:
     """`export_saved_model` of a `training.task.save_trained_model` folder (model.keras +
-    model_info.json: class names and preprocessing come from it). Returns the version folder."""
-    from keras_emotion.training.task import load_trained_model
-
+    model_info.json, which the export carries). Returns the version folder."""
     trained = load_trained_model(model_dir)
-    preprocessing = Preprocessing.of_trained_model(trained)
-    return export_saved_model(
-        trained.model, trained.class_names, preprocessing, base_dir, name, version=version, overwrite=overwrite
-    )
+    return export_saved_model(trained.model, trained.info, base_dir, name, version=version, overwrite=overwrite)
 
 
 def next_version(model_dir: str) -> int:

@@ -19,8 +19,9 @@ import tensorflow as tf
 from keras_emotion.data import schema
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.pipeline import sample_frame_indices
-from keras_emotion.export.saved_model import Preprocessing, read_model_info, resize_and_crop_pixels
-from keras_emotion.training.task import MODEL_INFO_FILE, load_trained_model
+from keras_emotion.export.saved_model import read_export_info, resize_and_crop_pixels
+from keras_emotion.models.info import MODEL_INFO_FILE, ModelInfo, check_class_count
+from keras_emotion.training.task import load_trained_model
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVING_SIGNATURE = "serving_default"
@@ -90,12 +91,10 @@ class KerasClipModel(ClipModel):
     def __init__(self, trained, path: str = ""):
         """`trained`: a `training.task.TrainedModel`; `path`: where it was loaded from."""
         self.trained = trained
-        self.preprocessing = Preprocessing.of_trained_model(self.trained)
-        self.class_names = list(self.trained.class_names)
-        self.num_frames = int(self.trained.num_frames)
-        manifest = self.trained.dataset_manifest or {}
-        self.face_size = int(manifest.get("image_size", schema.IMAGE_SIZE))
-        self.alignment = AlignmentConfig(**manifest.get("preprocessing", {}).get("alignment", {}))
+        self.preprocessing = trained.info.preprocessing
+        self.class_names = list(trained.info.class_names)
+        self.num_frames = int(trained.info.num_frames)
+        self.face_size, self.alignment = _aligned_faces_of(trained.info)
         self.description = {"path": os.fspath(path), "format": "keras"}
 
     def model_inputs(self, faces: np.ndarray) -> dict:
@@ -114,23 +113,18 @@ class SavedModelClipModel(ClipModel):
 
     The signature takes any number of frames, so by default it is given every frame of a
     window (num_frames None). Class names: `class_names` if given, else those the export wrote
-    to `assets.extra/model_info.json` (`saved_model.read_model_info`).
+    to `assets.extra/model_info.json` (`saved_model.read_export_info`), which also gives the
+    aligned face size and alignment of the training data.
     """
 
     def __init__(self, directory: str, num_frames: Optional[int] = None, class_names: Optional[Sequence[str]] = None):
-        if class_names is None:
-            class_names = read_model_info(directory)["class_names"]
+        info = read_export_info(directory) if class_names is None else None
+        class_names = list(info.class_names if class_names is None else class_names)
         self._signature = tf.saved_model.load(directory).signatures[SERVING_SIGNATURE]
-        num_classes = self._signature.structured_outputs["probabilities"].shape[-1]
-        if len(class_names) != num_classes:
-            raise ValueError(
-                f"{directory}: {len(class_names)} class names {list(class_names)} for a model with {num_classes} classes"
-            )
-        self.class_names = list(class_names)
-        frames_spec = self._signature.structured_input_signature[1]["frames"]
-        self.num_frames = num_frames or frames_spec.shape[1]
-        self.face_size = int(frames_spec.shape[2] or schema.IMAGE_SIZE)
-        self.alignment = AlignmentConfig()
+        check_class_count(class_names, self._signature.structured_outputs["probabilities"].shape[-1], directory)
+        self.class_names = class_names
+        self.num_frames = num_frames or self._signature.structured_input_signature[1]["frames"].shape[1]
+        self.face_size, self.alignment = _aligned_faces_of(info)
         self.description = {"path": os.fspath(directory), "format": "saved_model"}
 
     def _call(self, faces: np.ndarray) -> dict:
@@ -140,6 +134,14 @@ class SavedModelClipModel(ClipModel):
 
     def predict(self, faces: np.ndarray) -> ClipPrediction:
         return _clip_prediction(self._call(np.asarray(faces)[np.newaxis]))
+
+
+def _aligned_faces_of(info: Optional[ModelInfo]) -> tuple:
+    """(face side, AlignmentConfig) of the training data in `info`'s dataset manifest, else
+    the defaults of preprocessing."""
+    manifest = (info.dataset_manifest if info is not None else None) or {}
+    alignment = AlignmentConfig(**manifest.get("preprocessing", {}).get("alignment", {}))
+    return int(manifest.get("image_size", schema.IMAGE_SIZE)), alignment
 
 
 def load_clip_model(

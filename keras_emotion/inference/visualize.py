@@ -29,13 +29,19 @@ import os
 from typing import Optional
 
 import cv2
+import keras
+import matplotlib
 import numpy as np
+import tensorflow as tf
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from keras_emotion.data import schema
 from keras_emotion.data.faces import FaceAligner
 from keras_emotion.data.video import iter_frames
-from keras_emotion.inference.clip_model import KerasClipModel, default_alignment, uniform_frame_indices
 from keras_emotion.files import atomic_write, read_json
+from keras_emotion.inference.clip_model import KerasClipModel, default_alignment, uniform_frame_indices
+from keras_emotion.training.metrics import plot_confusion_matrix
 
 DPI = 100
 COLUMN_INCHES = 1.4  # width and height of one face panel
@@ -90,8 +96,6 @@ def explain_clip(model: KerasClipModel, faces: np.ndarray, first_frame: int = 0)
     Raises:
         ValueError: the model has no per-frame class scores (LSTM pooling).
     """
-    import keras
-
     if not isinstance(model, KerasClipModel):
         raise ValueError(
             f"{model.description['path']}: Fig. 2 needs a trained-model folder (model.keras + "
@@ -155,9 +159,6 @@ def plot_explanation(explanation: ClipExplanation, path: str, title: str = ""):
         The matplotlib Figure. Axes carry labels "face f", "head n frame f",
         "probabilities frame f" and "importance frame f" (f, n from 1).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     num_frames, num_heads, num_classes = len(explanation.crops), explanation.num_heads, len(explanation.class_names)
     width, height = figure_inches(num_frames, num_heads, num_classes)
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -225,8 +226,6 @@ def _attention_overlay(crop: np.ndarray, head_attention: np.ndarray, column: int
     """Frame `column`'s (S, S, 3) uint8 crop tinted by one head's attention, (F, L) over the
     clip: the map of `attention_map` coloured with "jet" from the clip's lowest to its highest
     weight. Returns float (S, S, 3) RGB in 0..1."""
-    import matplotlib
-
     weights = attention_map(head_attention[column], crop.shape[0])
     low, high = float(head_attention.min()), float(head_attention.max())
     normalised = np.clip((weights - low) / max(high - low, 1e-12), 0.0, 1.0)
@@ -253,8 +252,6 @@ def read_tfrecord_clip(data: str, clip_id: str, split: str = "*") -> tuple[np.nd
     Raises:
         ValueError: no shard matches, or no shard holds `clip_id` (naming the pattern).
     """
-    import tensorflow as tf
-
     pattern = schema.shard_pattern(data, split) if tf.io.gfile.isdir(data) else data
     paths = sorted(tf.io.gfile.glob(pattern))
     if not paths:
@@ -292,8 +289,6 @@ def plot_evaluation(evaluation_json: str, path: str, title: str = "") -> str:
     Raises:
         ValueError: the file is not JSON or not such a report (naming it).
     """
-    from keras_emotion.training.metrics import plot_confusion_matrix
-
     report = read_json(evaluation_json)
     missing = [key for key in ("class_names", "confusion_matrix", "accuracy", "unweighted_average_recall", "num_examples") if key not in report]
     if missing:

@@ -45,14 +45,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data import schema
-from keras_emotion.data.config import InputConfig
 from keras_emotion.data.datasets import ClipSource, split_by_subject
+from keras_emotion.data.metadata import class_names_by_label, manifest_path, read_labels, read_manifest
 from keras_emotion.files import atomic_write, temp_path, write_json_atomically
-from keras_emotion.models import ModelConfig
-from keras_emotion.training.config import TrainConfig
+from keras_emotion.training.config import TrainConfig, train_config
 from keras_emotion.training.evaluation import evaluate
 from keras_emotion.training.metrics import save_report_json
-from keras_emotion.training.task import BEST_WEIGHTS_FILE, load_trained_model, read_manifest, train
+from keras_emotion.training.task import BEST_WEIGHTS_FILE, load_trained_model, train
 
 ASSIGNMENT_FILE = "assignment.json"
 METRICS_FILE = "metrics.json"
@@ -91,11 +90,9 @@ class AblationRow:
             return f"shift{self.num_heads}-{self.temporal}"
         return f"sa{self.num_heads}-p{self.penalty:g}-{self.temporal}"
 
-    def model_config(self, base: ModelConfig) -> ModelConfig:
-        """`base` with the row's spatial and temporal aggregation."""
-        return dataclasses.replace(
-            base, spatial=self.spatial, temporal=self.temporal, num_heads=self.num_heads, penalty=self.penalty
-        )
+    def model_options(self) -> dict:
+        """The row's spatial and temporal aggregation as `training.config.train_config` options."""
+        return {"spatial": self.spatial, "temporal": self.temporal, "heads": self.num_heads, "penalty": self.penalty}
 
 
 def _table_1() -> list:
@@ -198,28 +195,16 @@ def read_clips(tfrecords: str) -> tuple:
     paths = sorted(tf.io.gfile.glob(schema.shard_pattern(tfrecords)))
     if not paths:
         raise ValueError(f"no TFRecord shards match {schema.shard_pattern(tfrecords)!r}")
-
-    def metadata(serialized):
-        clip = schema.parse_clip(serialized)
-        return clip["clip_id"], clip["label"], clip["label_name"], clip["source"], clip["subject"]
-
-    clips, names_by_label = [], {}
-    for clip_id, label, label_name, source, subject in (
-        tf.data.TFRecordDataset(paths).map(metadata).as_numpy_iterator()
-    ):
-        names_by_label[int(label)] = label_name.decode()
-        clips.append(ClipSource(clip_id.decode(), source.decode(), label_name.decode(), "all", subject.decode()))
-    manifest = _read_manifest(tfrecords)
-    if manifest is not None:
-        if not manifest.get("complete", True):
-            raise ValueError(
-                f"{os.path.join(tfrecords, schema.MANIFEST_NAME)}: preprocessing did not complete; run it again"
-            )
-        return clips, list(manifest["class_names"])
-    missing = sorted(set(range(max(names_by_label) + 1)) - set(names_by_label))
-    if missing:
-        raise ValueError(f"{tfrecords}: no clip has label index {missing} and there is no {schema.MANIFEST_NAME}")
-    return clips, [names_by_label[label] for label in sorted(names_by_label)]
+    clips, labels = [], []
+    for label, label_name, record in read_labels(paths):
+        labels.append((label, label_name))
+        clips.append(ClipSource(record["clip_id"], record["source"], label_name, "all", record["subject"]))
+    manifest = read_manifest(tfrecords)
+    if manifest is None:
+        return clips, class_names_by_label(labels, tfrecords)
+    if not manifest.get("complete", True):
+        raise ValueError(f"{manifest_path(tfrecords)}: preprocessing did not complete; run it again")
+    return clips, list(manifest["class_names"])
 
 
 def fold_dir(output_dir: str, fold: int) -> str:
@@ -265,7 +250,7 @@ def write_folds(tfrecords: str, output_dir: str, folds: int, split_seed: int = 0
             f"{tfrecords}: {len(subject_folds)} subjects cannot fill {folds} folds (folds {empty} get no clip)"
         )
 
-    val_shards = [os.path.join(fold_dir(output_dir, fold), "val-00000" + schema.SHARD_SUFFIX) for fold in range(folds)]
+    val_shards = [os.path.join(fold_dir(output_dir, fold), schema.shard_name("val", 0)) for fold in range(folds)]
     for path in val_shards:
         os.makedirs(os.path.dirname(path))
     writers = [tf.io.TFRecordWriter(temp_path(path)) for path in val_shards]
@@ -277,11 +262,11 @@ def write_folds(tfrecords: str, output_dir: str, folds: int, split_seed: int = 0
         writer.close()
         os.replace(temp_path(path), path)
 
-    manifest = _read_manifest(tfrecords) or {}
+    manifest = read_manifest(tfrecords) or {}
     for fold in range(folds):
         others = [other for other in range(folds) if other != fold]
         for index, other in enumerate(others):
-            _link(val_shards[other], os.path.join(fold_dir(output_dir, fold), f"train-{index:05d}{schema.SHARD_SUFFIX}"))
+            _link(val_shards[other], os.path.join(fold_dir(output_dir, fold), schema.shard_name("train", index)))
         fold_manifest = {
             **manifest,
             "class_names": class_names,
@@ -289,7 +274,7 @@ def write_folds(tfrecords: str, output_dir: str, folds: int, split_seed: int = 0
             "folds": folds,
             "counts": {"train": sum(sizes[other] for other in others), "val": sizes[fold]},
         }
-        write_json_atomically(os.path.join(fold_dir(output_dir, fold), schema.MANIFEST_NAME), fold_manifest)
+        write_json_atomically(manifest_path(fold_dir(output_dir, fold)), fold_manifest)
     assignment = {**wanted, "class_names": class_names, "clips": fold_of_clip, "subjects": subject_folds}
     write_json_atomically(assignment_path, assignment)
     return assignment
@@ -301,25 +286,17 @@ def run_dir(output_dir: str, row: AblationRow, fold: int, seed: int) -> str:
 
 def make_train_config(config: AblationConfig, row: AblationRow, fold: int, seed: int, num_classes: int) -> TrainConfig:
     """The TrainConfig of one run: the fold's train split, no validation, the row's model."""
-    base_model = ModelConfig(
+    return train_config(
+        train_dir=fold_dir(config.output_dir, fold),
+        val_split="",
         num_classes=num_classes,
         num_frames=config.num_frames,
         image_size=config.image_size,
+        batch_size=config.batch_size,
         backbone=config.backbone,
         backbone_weights=config.backbone_weights,
         attention_units=config.attention_units,
-    )
-    return TrainConfig(
-        train_data=InputConfig(
-            fold_dir(config.output_dir, fold),
-            split="train",
-            training=True,
-            num_frames=config.num_frames,
-            image_size=config.image_size,
-            global_batch_size=config.batch_size,
-            seed=seed,
-        ),
-        model=row.model_config(base_model),
+        **row.model_options(),
         epochs=config.epochs,
         backbone_lr=config.backbone_lr,
         head_lr=config.head_lr,
@@ -457,11 +434,6 @@ def run_ablation(config: AblationConfig, log: Callable[[str], None] = print) -> 
 
 def _mean_std(mean: Optional[float], std: Optional[float]) -> str:
     return "-" if mean is None else f"{mean:.1f} ± {std:.1f}"
-
-
-def _read_manifest(tfrecords: str) -> Optional[dict]:
-    """The manifest.json of the corpus folder `tfrecords`, or None."""
-    return read_manifest(InputConfig(tfrecords))
 
 
 def _link(source: str, link_name: str) -> None:

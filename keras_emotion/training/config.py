@@ -1,4 +1,10 @@
-"""The configuration of a training run: model, data, optimisation, output."""
+"""The configuration of a training run: model, data, optimisation, output.
+
+One way from a configuration to a run: `train_config(base, **options)` gives the TrainConfig
+of a JSON file (`TrainConfig.to_json`'s format) or of the defaults, with single options set
+by their flat names (`TRAIN_OPTIONS`, the flags of scripts/train.py). The command line, the
+demo job, the ablation grid and the training benchmark all build their runs with it.
+"""
 
 from __future__ import annotations
 
@@ -111,3 +117,84 @@ def _input_config_from_dict(values: dict, name: str) -> InputConfig:
     """An InputConfig from `dataclasses.asdict` output (JSON turned its tuples into lists)."""
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
     return config_from_dict(InputConfig, values, f"TrainConfig.{name}")
+
+
+# Each flat option and the TrainConfig fields it sets ("section.field"; a section that is None,
+# such as val_data without validation, is left alone).
+TRAIN_OPTIONS = {
+    "train_dir": ("train_data.file_pattern",),
+    "train_split": ("train_data.split",),
+    "val_dir": ("val_data.file_pattern",),
+    "num_classes": ("model.num_classes",),
+    "backbone": ("model.backbone",),
+    "backbone_weights": ("model.backbone_weights",),
+    "spatial": ("model.spatial",),
+    "heads": ("model.num_heads",),
+    "attention_units": ("model.attention_units",),
+    "penalty": ("model.penalty",),
+    "temporal": ("model.temporal",),
+    "dropout": ("model.dropout",),
+    "num_frames": ("model.num_frames", "train_data.num_frames", "val_data.num_frames"),
+    "image_size": ("model.image_size", "train_data.image_size", "val_data.image_size"),
+    "crop_fraction": ("train_data.crop_fraction", "val_data.crop_fraction"),
+    "color_jitter": ("train_data.color_jitter",),
+    "batch_size": ("train_data.global_batch_size", "val_data.global_batch_size"),
+    "epochs": ("epochs",),
+    "steps_per_epoch": ("steps_per_epoch",),
+    "backbone_lr": ("backbone_lr",),
+    "head_lr": ("head_lr",),
+    "momentum": ("momentum",),
+    "weight_decay": ("weight_decay",),
+    "restart_epochs": ("restart_epochs",),
+    "restart_t_mul": ("restart_t_mul",),
+    "restart_m_mul": ("restart_m_mul",),
+    "restart_alpha": ("restart_alpha",),
+    "mixed_precision": ("mixed_precision",),
+    "seed": ("seed", "train_data.seed", "val_data.seed"),
+    "output_dir": ("output_dir",),
+    "val_split": ("val_data.split",),  # "" = no validation
+}
+
+
+def train_config(base: Optional[TrainConfig] = None, **options) -> TrainConfig:
+    """A TrainConfig: `base` (e.g. `TrainConfig.from_json(path)`) or the defaults, with the
+    flat `options` of `TRAIN_OPTIONS` set.
+
+    Without `base`, `train_dir` and `num_classes` are required; validation reads the "val"
+    split of `val_dir` (default `train_dir`), and the model and both inputs share
+    `num_frames`, `image_size` (ModelConfig's defaults) and `seed`. `val_split=""` turns
+    validation off; a split name turns it on (as the training input, in evaluation mode).
+
+    Raises:
+        ValueError: an unknown option, a missing required one, or values TrainConfig refuses.
+    """
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown training options {unknown}; known: {sorted(TRAIN_OPTIONS)}")
+    values = base.to_dict() if base is not None else _default_values(options)
+    val_split = options.pop("val_split", None)
+    if val_split == "":
+        values["val_data"] = None
+    elif val_split is not None and values["val_data"] is None:
+        values["val_data"] = {**values["train_data"], "training": False, "sampling": None, "drop_remainder": None}
+    if val_split:
+        options["val_split"] = val_split
+    for option, value in options.items():
+        for field_path in TRAIN_OPTIONS[option]:
+            section, _, field = field_path.rpartition(".")
+            target = values[section] if section else values
+            if target is not None:
+                target[field] = value
+    return TrainConfig.from_dict(values)
+
+
+def _default_values(options: dict) -> dict:
+    """The values of the default TrainConfig for `options` (no base config)."""
+    for required in ("train_dir", "num_classes"):
+        if options.get(required) is None:
+            raise ValueError(f"training option {required!r} is required without a config file")
+    image_size = options.get("image_size", ModelConfig.image_size)
+    train_data = InputConfig(options["train_dir"], training=True, image_size=image_size, seed=TrainConfig.seed)
+    val_data = InputConfig(options["train_dir"], split="val", image_size=image_size, seed=TrainConfig.seed)
+    model = ModelConfig(num_classes=options["num_classes"], image_size=image_size)
+    return TrainConfig(train_data, val_data, model).to_dict()

@@ -26,12 +26,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
+from keras_emotion.data.metadata import manifest_path, read_manifest
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
-from keras_emotion.training.task import TrainedModel, load_trained_model, read_manifest
+from keras_emotion.training.task import TrainedModel, load_trained_model
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -109,7 +109,7 @@ def evaluate(trained: TrainedModel, data: str, split: str = "val", batch_size: i
     input_config = evaluation_input(trained, data, split, batch_size)
     _check_class_names(trained, input_config)
     clips = predict_clips(with_any_number_of_frames(trained.model), input_config)
-    class_names = trained.class_names
+    class_names = trained.info.class_names
     report = classification_report(clips.labels, clips.predictions, class_names)
     report["data"] = input_config.resolved_pattern
     report["sampling"] = input_config.sampling
@@ -160,9 +160,8 @@ def summarize(report: dict) -> str:
 def _check_class_names(trained: TrainedModel, input_config: InputConfig) -> None:
     """Raises ValueError when the manifest beside the shards names other classes than the model."""
     manifest = read_manifest(input_config)
-    if manifest is not None and list(manifest["class_names"]) != list(trained.class_names):
-        path = os.path.join(os.path.dirname(input_config.resolved_pattern), schema.MANIFEST_NAME)
+    if manifest is not None and list(manifest["class_names"]) != list(trained.info.class_names):
         raise ValueError(
-            f"{path}: the data has classes {manifest['class_names']} but the model was trained on "
-            f"{trained.class_names}"
+            f"{manifest_path(input_config)}: the data has classes {manifest['class_names']} but the model was trained on "
+            f"{trained.info.class_names}"
         )

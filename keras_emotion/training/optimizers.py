@@ -1,4 +1,7 @@
-"""SGD with momentum, weight decay and warm restarts, one learning rate per parameter group.
+"""The optimizers of training (`two_rate_sgd`) and of backbone pre-training (`warmup_cosine_adamw`).
+
+`two_rate_sgd`: SGD with momentum, weight decay and warm restarts, one learning rate per
+parameter group.
 
 The paper trains the pretrained backbone slowly (lr 1e-5) and the rest of the network fast
 (lr 0.1), both with SGD (momentum 0.9, weight decay 5e-5) and SGDR warm restarts. Here each
@@ -48,7 +51,7 @@ def sgdr_schedule(
     )
 
 
-def build_optimizer(
+def two_rate_sgd(
     config: TrainConfig,
     backbone_variables: Sequence,
     head_variables: Sequence,
@@ -93,10 +96,26 @@ def build_optimizer(
     return keras.optimizers.MultiOptimizer(optimizer_map, name="two_rate_sgd")
 
 
+def warmup_cosine_adamw(
+    learning_rate: float, weight_decay: float, epochs: int, warmup_epochs: float, steps_per_epoch: int
+) -> keras.optimizers.AdamW:
+    """AdamW for pre-training a backbone: the learning rate rises linearly from 0 to
+    `learning_rate` over `warmup_epochs`, then follows a cosine down to 0 at the end of `epochs`."""
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+    )
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+
+
 def group_learning_rates(optimizer: keras.optimizers.Optimizer) -> dict:
     """Current learning rate of each parameter group, {sub-optimizer name: float}.
 
-    Accepts the `MultiOptimizer` of `build_optimizer`, also when Keras wrapped it in a
+    Accepts the `MultiOptimizer` of `two_rate_sgd`, also when Keras wrapped it in a
     `LossScaleOptimizer` (mixed_float16).
     """
     inner = getattr(optimizer, "inner_optimizer", optimizer)

@@ -38,6 +38,7 @@ import tensorflow as tf
 from keras_emotion.data.video import InputError
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models.backbones import build_backbone
+from keras_emotion.training.optimizers import warmup_cosine_adamw
 
 BACKBONE = "compact"
 WEIGHTS_FILE = f"{BACKBONE}_fer2013.weights.h5"
@@ -323,19 +324,6 @@ def build_classifier(backbone: keras.Model, num_classes: int, dropout: float) ->
     return keras.Model(images, logits, name=f"{BACKBONE}_fer2013_classifier")
 
 
-def build_optimizer(config: PretrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """AdamW; learning rate rises linearly from 0 over `warmup_epochs`, then a cosine to 0."""
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=total_steps - warmup_steps,
-        warmup_target=config.learning_rate,
-        warmup_steps=warmup_steps,
-    )
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-
-
 class BestBackboneCheckpoint(keras.callbacks.Callback):
     """After each epoch: records its logs; if its val_accuracy beats every earlier epoch,
     saves the backbone's weights; then rewrites the JSON report.
@@ -438,7 +426,9 @@ def pretrain(
     backbone = build_backbone(BACKBONE, config.image_size)
     classifier = build_classifier(backbone, len(train_split.class_names), config.dropout)
     classifier.compile(
-        optimizer=build_optimizer(config, steps_per_epoch),
+        optimizer=warmup_cosine_adamw(
+            config.learning_rate, config.weight_decay, config.epochs, config.warmup_epochs, steps_per_epoch
+        ),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )

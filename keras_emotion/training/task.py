@@ -9,7 +9,7 @@ builds everything inside the distribution strategy's scope and runs `model.fit`.
     model      = models.build_model(config.model)        (inside strategy.scope())
     loss       = sparse cross-entropy of p(c), "probabilities" (B, E), clipped away from 0,
                  + the spatial-attention penalty, which the model adds with add_loss
-    optimizer  = optimizers.build_optimizer              (SGD + SGDR, backbone lr / head lr)
+    optimizer  = optimizers.two_rate_sgd              (SGD + SGDR, backbone lr / head lr)
     callbacks  = learning rates -> logs, BackupAndRestore, best-epoch ModelCheckpoint,
                  TensorBoard, CSVLogger, console progress
 
@@ -37,21 +37,19 @@ import warnings
 from typing import Optional, Sequence
 
 import keras
-import tensorflow as tf
 from keras import tree
 
-from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
-from keras_emotion.data.pipeline import build_dataset, list_shards
-from keras_emotion.files import atomic_write, read_json, write_json_atomically
+from keras_emotion.data.metadata import batches_per_pass, read_class_names, read_manifest
+from keras_emotion.data.pipeline import build_dataset
+from keras_emotion.files import atomic_write
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
+from keras_emotion.models.info import ModelInfo, Preprocessing, read_model_info, write_model_info
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy, is_multi_worker, worker_output_dir
-from keras_emotion.training.optimizers import build_optimizer, group_learning_rates
+from keras_emotion.training.optimizers import group_learning_rates, two_rate_sgd
 
 MODEL_FILE = "model.keras"
-MODEL_INFO_FILE = "model_info.json"
-MODEL_INFO_VERSION = 1
 BACKUP_DIR = "backup"
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 HISTORY_FILE = "history.csv"
@@ -64,22 +62,12 @@ class TrainedModel:
     Attributes:
         model: the Keras model; inputs {"frames": (B, F, S, S, 3) float32 0..255,
             "frame_mask": (B, F) float32}, outputs {"probabilities": (B, E), ...}.
-        model_config: the ModelConfig it was built from.
-        class_names: E names, index = class index of "probabilities".
-        num_frames: F the model was trained with.
-        image_size: S, side of the crop fed to the model.
-        crop_fraction: S / side of the resized aligned face the centre crop is taken from.
-        dataset_manifest: the training data's manifest.json (alignment parameters under
-            "preprocessing", aligned face size under "image_size"), or None without one.
+        info: its `models.info.ModelInfo` (class names, preprocessing, F, ModelConfig, the
+            training data's manifest).
     """
 
     model: keras.Model
-    model_config: ModelConfig
-    class_names: list
-    num_frames: int
-    image_size: int
-    crop_fraction: float
-    dataset_manifest: Optional[dict]
+    info: ModelInfo
 
     def input_config(self, file_pattern: str, **overrides) -> InputConfig:
         """An evaluation InputConfig that preprocesses like training did (centre crop,
@@ -87,9 +75,9 @@ class TrainedModel:
         values = dict(
             file_pattern=file_pattern,
             training=False,
-            num_frames=self.num_frames,
-            image_size=self.image_size,
-            crop_fraction=self.crop_fraction,
+            num_frames=self.info.num_frames,
+            image_size=self.info.preprocessing.image_size,
+            crop_fraction=self.info.preprocessing.crop_fraction,
         )
         values.update(overrides)
         return InputConfig(**values)
@@ -128,7 +116,7 @@ def train(
         model = build_model(config.model)
         training_model = probabilities_model(model)
         training_model.compile(
-            optimizer=build_optimizer(config, backbone_variables(model), head_variables(model), steps_per_epoch),
+            optimizer=two_rate_sgd(config, backbone_variables(model), head_variables(model), steps_per_epoch),
             loss=classification_loss(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
@@ -259,32 +247,28 @@ def save_trained_model(
     class_names: Sequence[str],
     dataset_manifest: Optional[dict] = None,
 ) -> str:
-    """Saves `model` (without optimizer) and the facts needed to feed it.
+    """Saves `model` (without optimizer) and its `ModelInfo` (`models.info`: class names, the
+    preprocessing and num_frames of `input_config`, the model config, the dataset manifest).
 
-    Writes `<directory>/model.keras`, then `<directory>/model_info.json` (format version,
-    model config, class names, num_frames / image_size / crop_fraction of `input_config`,
-    the dataset manifest). Each is written under a temporary name and renamed, the info
-    last, so a directory with a model_info.json is complete.
+    Writes `<directory>/model.keras`, then `<directory>/model_info.json`. Each is written under
+    a temporary name and renamed, the info last, so a directory with a model_info.json is
+    complete.
 
     Returns:
         The path of the `.keras` file.
     """
-    if len(class_names) != model_config.num_classes:
-        raise ValueError(f"{len(class_names)} class names {list(class_names)} for {model_config.num_classes} classes")
+    info = ModelInfo(
+        class_names=class_names,
+        preprocessing=Preprocessing(input_config.image_size, input_config.crop_fraction),
+        num_frames=input_config.num_frames,
+        model_config=model_config,
+        dataset_manifest=dataset_manifest,
+        keras_version=keras.__version__,
+    )
     model_path = os.path.join(directory, MODEL_FILE)
     with atomic_write(model_path, keep_suffix=".keras") as temp:
         model.save(temp, include_optimizer=False)
-    info = {
-        "format_version": MODEL_INFO_VERSION,
-        "model_config": model_config.to_dict(),
-        "class_names": list(class_names),
-        "num_frames": input_config.num_frames,
-        "image_size": input_config.image_size,
-        "crop_fraction": input_config.crop_fraction,
-        "dataset_manifest": dataset_manifest,
-        "keras_version": keras.__version__,
-    }
-    write_json_atomically(os.path.join(directory, MODEL_INFO_FILE), info)
+    write_model_info(directory, info)
     return model_path
 
 
@@ -295,88 +279,12 @@ def load_trained_model(directory: str) -> TrainedModel:
         FileNotFoundError: `directory` lacks model_info.json or model.keras (naming it).
         ValueError: model_info.json is not valid JSON or has another format version.
     """
-    info_path = os.path.join(directory, MODEL_INFO_FILE)
+    what = "a trained-model directory (or saving it was interrupted)"
+    info = read_model_info(directory, what=what)
     model_path = os.path.join(directory, MODEL_FILE)
-    for path in (info_path, model_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path} not found: {directory} is not a trained-model directory (or saving it was interrupted)"
-            )
-    info = read_json(info_path, format_version=MODEL_INFO_VERSION)
-    model = keras.models.load_model(model_path, compile=False)
-    return TrainedModel(
-        model=model,
-        model_config=ModelConfig.from_dict(info["model_config"]),
-        class_names=info["class_names"],
-        num_frames=info["num_frames"],
-        image_size=info["image_size"],
-        crop_fraction=info["crop_fraction"],
-        dataset_manifest=info["dataset_manifest"],
-    )
-
-
-def read_manifest(input_config: InputConfig) -> Optional[dict]:
-    """The manifest.json beside the shards of `input_config`, or None when there is none."""
-    path = os.path.join(os.path.dirname(input_config.resolved_pattern), schema.MANIFEST_NAME)
-    if not os.path.isfile(path):
-        return None
-    return read_json(path)
-
-
-def read_class_names(input_config: InputConfig, num_classes: int) -> list:
-    """The class names: the manifest's "class_names", else the `label_name`s of the clips.
-
-    Raises:
-        ValueError: the number of names differs from `num_classes`, or without a manifest
-            some class index never occurs in the shards (naming the pattern).
-    """
-    manifest = read_manifest(input_config)
-    if manifest is not None:
-        class_names = list(manifest["class_names"])
-    else:
-        names_by_label = dict(_read_labels(input_config))
-        missing = sorted(set(range(num_classes)) - set(names_by_label))
-        if missing:
-            raise ValueError(
-                f"no clip of class index {missing} in {input_config.resolved_pattern!r} and no "
-                f"{schema.MANIFEST_NAME} to name them"
-            )
-        class_names = [names_by_label[label] for label in range(len(names_by_label))]
-    if len(class_names) != num_classes:
-        raise ValueError(
-            f"{input_config.resolved_pattern!r} has {len(class_names)} classes {class_names} "
-            f"but the model has num_classes={num_classes}"
-        )
-    return class_names
-
-
-def batches_per_pass(input_config: InputConfig) -> int:
-    """Global batches in one pass over the clips of `input_config`.
-
-    Raises:
-        ValueError: there are fewer clips than one batch and partial batches are dropped.
-    """
-    num_clips = sum(1 for _ in _read_labels(input_config))
-    batch_size = input_config.global_batch_size
-    batches = num_clips // batch_size if input_config.drop_remainder else -(-num_clips // batch_size)
-    if batches < 1:
-        raise ValueError(
-            f"{input_config.resolved_pattern!r} holds {num_clips} clips, fewer than one batch "
-            f"of global_batch_size={batch_size}"
-        )
-    return batches
-
-
-def _read_labels(input_config: InputConfig):
-    """Yields (label, label_name) of every clip in the shards of `input_config`."""
-
-    def label_and_name(serialized):
-        clip = schema.parse_clip(serialized)
-        return clip["label"], clip["label_name"]
-
-    records = tf.data.TFRecordDataset(list_shards(input_config))
-    for label, name in records.map(label_and_name).as_numpy_iterator():
-        yield int(label), name.decode("utf-8")
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{model_path} not found: {directory} is not {what}")
+    return TrainedModel(model=keras.models.load_model(model_path, compile=False), info=info)
 
 
 def _best_recorded(history_csv: str, monitor: str) -> Optional[float]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_emotion import testing
 from keras_emotion.data import pipeline, schema
 from keras_emotion.data.config import InputConfig
 
@@ -42,11 +43,11 @@ def synthetic_dir(shared_dir, tmp_path_factory):
         image = np.full((schema.IMAGE_SIZE, schema.IMAGE_SIZE), 30 + 30 * t, np.uint8)
         image[:, : schema.IMAGE_SIZE // 4] = 255
         marker_frames.append(_jpeg(image))
-    pipeline.write_shards([_clip("marker", marker_frames)], directory, "marker")
+    testing.write_shards([_clip("marker", marker_frames)], directory, "marker")
     face_path = str(shared_dir / "data" / "ck48" / "CK+48" / "happy")
     face = cv2.imread(os.path.join(face_path, sorted(os.listdir(face_path))[0]), cv2.IMREAD_GRAYSCALE)
     face = cv2.resize(face, (schema.IMAGE_SIZE, schema.IMAGE_SIZE), interpolation=cv2.INTER_CUBIC)
-    pipeline.write_shards([_clip("identical", [_jpeg(face)] * IDENTICAL_FRAMES)], directory, "identical")
+    testing.write_shards([_clip("identical", [_jpeg(face)] * IDENTICAL_FRAMES)], directory, "identical")
     return directory
 
 

@@ -3,9 +3,9 @@
 import keras
 import pytest
 import tensorflow as tf
-from serving_reference import CLASS_NAMES, CONFIG, PREPROCESSING, any_length_config, as_numpy, pipeline_features
+from serving_reference import CONFIG, INFO, any_length_config, as_numpy, pipeline_features
 
-from keras_emotion.data import pipeline
+from keras_emotion import testing
 from keras_emotion.export import export_saved_model
 from keras_emotion.models import build_model
 
@@ -29,7 +29,7 @@ def keras_outputs(export_model):
 @pytest.fixture(scope="session")
 def ck48_clips(ck48_dir) -> list:
     """Three real CK+48 clips of 3, 3 and 5 frames (more than the model's 3)."""
-    return pipeline.ck48_raw_clips(ck48_dir, max_clips=2) + pipeline.ck48_raw_clips(
+    return testing.ck48_raw_clips(ck48_dir, max_clips=2) + testing.ck48_raw_clips(
         ck48_dir, frames_per_clip=5, max_clips=1
     )
 
@@ -38,7 +38,7 @@ def ck48_clips(ck48_dir) -> list:
 def ck48_shard(ck48_clips, tmp_path_factory) -> str:
     """A TFRecord shard of `ck48_clips`."""
     directory = tmp_path_factory.mktemp("export_clips")
-    (path,) = pipeline.write_shards(ck48_clips, str(directory), split="test")
+    (path,) = testing.write_shards(ck48_clips, str(directory), split="test")
     return path
 
 
@@ -52,7 +52,7 @@ def ck48_reference(ck48_shard, keras_outputs) -> dict:
 def exported_dir(export_model, tmp_path_factory) -> str:
     """`export_saved_model` of `export_model` into a fresh base folder: <base>/emotion/1."""
     base_dir = tmp_path_factory.mktemp("serving")
-    return export_saved_model(export_model, CLASS_NAMES, PREPROCESSING, str(base_dir), "emotion")
+    return export_saved_model(export_model, INFO, str(base_dir), "emotion")
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 
-from keras_emotion.export import Preprocessing
 from keras_emotion.models import ModelConfig
+from keras_emotion.models.info import ModelInfo, Preprocessing
 
 # compact backbone on 32 x 32 crops (2 x 2 regions); frames resized to 64 x 64 first (crop 0.5),
 # which a 256 x 256 face reaches by a 4 x 4 block mean.
@@ -18,6 +18,7 @@ CONFIG = ModelConfig(
 )
 PREPROCESSING = Preprocessing(image_size=32, crop_fraction=0.5)
 CLASS_NAMES = ["anger", "happy", "surprise"]
+INFO = ModelInfo(CLASS_NAMES, PREPROCESSING)  # what an export of a bare model knows of it
 
 
 def any_length_config() -> ModelConfig:

@@ -16,6 +16,7 @@ import tensorflow as tf
 from serving_reference import (
     CLASS_NAMES,
     CONFIG,
+    INFO,
     PREPROCESSING,
     assert_outputs_match,
     pipeline_features,
@@ -24,8 +25,9 @@ from serving_reference import (
 
 from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
-from keras_emotion.export import Preprocessing, export_saved_model, next_version, saved_model
+from keras_emotion.export import export_saved_model, next_version, saved_model
 from keras_emotion.models import build_model
+from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training.task import save_trained_model
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -115,7 +117,7 @@ def test_a_model_without_spatial_attention_serves_the_other_outputs(ck48_clips, 
     }
     assert set(reference) == {"probabilities", "frame_importance"}
 
-    loaded = tf.saved_model.load(export_saved_model(model, CLASS_NAMES, PREPROCESSING, str(tmp_path), "plain"))
+    loaded = tf.saved_model.load(export_saved_model(model, INFO, str(tmp_path), "plain"))
     answer = loaded.signatures["encoded_frames"](frames=tf.constant(padded_jpegs(ck48_clips)))
     assert_outputs_match({name: value.numpy() for name, value in answer.items()}, reference, "none + lstm")
 
@@ -188,11 +190,15 @@ def test_layout_and_next_version(exported_dir):
     assert sorted(os.listdir(version_dir.parent)) == ["1"]  # no temporary folder left
     info = json.loads((version_dir / "assets.extra" / "model_info.json").read_text())
     assert info == {
-        "format_version": 1,
+        "format_version": 2,
         "class_names": CLASS_NAMES,
         "preprocessing": {"image_size": 32, "crop_fraction": 0.5, "resize_size": 64},
+        "num_frames": None,
+        "model_config": None,
+        "dataset_manifest": None,
+        "keras_version": "",
     }
-    assert saved_model.read_model_info(str(version_dir)) == info
+    assert saved_model.read_export_info(str(version_dir)) == INFO
     model_dir = version_dir.parent.parent / "versions_probe"
     for entry in ("3", "12", ".13.partial-x", "notes"):
         (model_dir / entry).mkdir(parents=True)
@@ -206,9 +212,9 @@ def test_existing_version_is_kept_unless_overwrite(export_model, exported_dir, t
     marker = first / "marker"
     marker.write_text("old export")
     with pytest.raises(FileExistsError, match=r"emotion/4 exists.*overwrite=True"):
-        export_saved_model(export_model, CLASS_NAMES, PREPROCESSING, str(tmp_path), "emotion", version=4)
+        export_saved_model(export_model, INFO, str(tmp_path), "emotion", version=4)
     assert marker.exists()
-    again = export_saved_model(export_model, CLASS_NAMES, PREPROCESSING, str(tmp_path), "emotion", version=4, overwrite=True)
+    again = export_saved_model(export_model, INFO, str(tmp_path), "emotion", version=4, overwrite=True)
     assert again == str(first) and not marker.exists() and (first / "saved_model.pb").is_file()
     assert sorted(os.listdir(tmp_path / "emotion")) == ["4"]
 
@@ -226,22 +232,22 @@ def test_a_failed_export_leaves_no_version_folder(export_model, tmp_path, monkey
 
     monkeypatch.setattr(saved_model, "_build_export_archive", lambda *args: CrashingArchive(real_build(*args)))
     with pytest.raises(KeyboardInterrupt):
-        export_saved_model(export_model, CLASS_NAMES, PREPROCESSING, str(tmp_path), "emotion")
+        export_saved_model(export_model, INFO, str(tmp_path), "emotion")
     assert os.listdir(tmp_path / "emotion") == []
 
 
 @pytest.mark.parametrize(
     "overrides, error, message",
     [
-        ({"class_names": ["a", "b"]}, ValueError, r"2 class names \['a', 'b'\] for a model with 3 classes"),
-        ({"preprocessing": Preprocessing(48, 0.5)}, ValueError, r"takes frames of \(32, 32, 3\).*\(48, 48, 3\)"),
+        ({"info": ModelInfo(["a", "b"], PREPROCESSING)}, ValueError, r"2 class names \['a', 'b'\] for a model with 3 classes"),
+        ({"info": ModelInfo(CLASS_NAMES, Preprocessing(48, 0.5))}, ValueError, r"takes frames of \(32, 32, 3\).*\(48, 48, 3\)"),
         ({"name": "../up"}, ValueError, "plain folder name"),
         ({"version": 0}, ValueError, "integers >= 1"),
     ],
 )
 def test_bad_arguments_are_named(export_model, tmp_path, overrides, error, message):
     arguments = dict(
-        model=export_model, class_names=CLASS_NAMES, preprocessing=PREPROCESSING, base_dir=str(tmp_path), name="emotion"
+        model=export_model, info=INFO, base_dir=str(tmp_path), name="emotion"
     )
     arguments.update(overrides)
     with pytest.raises(error, match=message):

@@ -1,14 +1,12 @@
-"""Tests of scripts/serving_client.py: REST bodies and gRPC requests that the exported SavedModel
+"""Tests of keras_emotion.inference.serving_client and scripts/serving_client.py: REST bodies and gRPC requests that the exported SavedModel
 answers with the Keras model's outputs, sending them, and its errors."""
 
 import http.server
-import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
 import threading
-import types
 from concurrent import futures
 
 import numpy as np
@@ -16,22 +14,14 @@ import pytest
 import tensorflow as tf
 from serving_reference import CLASS_NAMES, assert_outputs_match, decode_rest_body, pipeline_features
 
-from keras_emotion.data import pipeline, schema
+from keras_emotion import testing
+from keras_emotion.data import schema
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner
+from keras_emotion.inference import serving_client as client
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLIENT_PATH = REPO_ROOT / "scripts" / "serving_client.py"
 
-
-def load_client():
-    spec = importlib.util.spec_from_file_location("serving_client", CLIENT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-client = load_client()
 
 
 def answer_arrays(outputs: dict) -> dict:
@@ -89,7 +79,7 @@ def test_rest_body_of_videos_gives_the_keras_outputs(write_avi, call_signature, 
         )
         for index, clip_jpegs in enumerate([jpegs, jpegs[:1]])
     ]
-    (shard,) = pipeline.write_shards(clips, str(tmp_path / "clips"), split="test")
+    (shard,) = testing.write_shards(clips, str(tmp_path / "clips"), split="test")
     reference = keras_outputs(pipeline_features(shard))
     assert_outputs_match(call_signature(signature, inputs), reference, "video")
 
@@ -173,7 +163,7 @@ def test_bad_inputs_are_named(tmp_path, ck48_shard):
     with pytest.raises(ValueError, match="missing.tfrecord: no such file"):
         client.examples_from_tfrecord(str(tmp_path / "missing.tfrecord"))
     with pytest.raises(ValueError, match="one .tfrecord file or only videos"):
-        client._build_request([ck48_shard, "clip.avi"], types.SimpleNamespace(max_clips=1))
+        client.build_request([ck48_shard, "clip.avi"])
     with pytest.raises(ValueError, match=r"clip lengths \[2, 0\]"):
         client.encoded_frames_request([[b"a", b"b"], []])
 

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from keras_emotion.data import pipeline, schema
+from keras_emotion import testing
+from keras_emotion.data import schema
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, encode_jpeg
 from keras_emotion.data.video import read_frames
 from keras_emotion.inference.clip_model import load_clip_model
@@ -63,7 +64,7 @@ def clip_shards(sequence_frames, tmp_path_factory) -> tuple:
             )
         )
     directory = str(tmp_path_factory.mktemp("fig2_clips"))
-    pipeline.write_shards(clips, directory, split="val")
+    testing.write_shards(clips, directory, split="val")
     return directory, faces["seq_happy"]
 
 

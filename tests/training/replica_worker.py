@@ -67,7 +67,7 @@ def toy_step_errors(config) -> dict:
     import tensorflow as tf
 
     from keras_emotion.training.distribution import get_strategy
-    from keras_emotion.training.optimizers import build_optimizer
+    from keras_emotion.training.optimizers import two_rate_sgd
 
     random = np.random.default_rng(0)
     x = random.normal(size=(TOY_BATCH, TOY_FEATURES)).astype(np.float32)
@@ -77,7 +77,7 @@ def toy_step_errors(config) -> dict:
         model, backbone = toy_model()
         head = [v for v in model.trainable_variables if all(v is not b for b in backbone.trainable_variables)]
         model.compile(
-            optimizer=build_optimizer(config, backbone.trainable_variables, head, steps_per_epoch=1),
+            optimizer=two_rate_sgd(config, backbone.trainable_variables, head, steps_per_epoch=1),
             loss=keras.losses.SparseCategoricalCrossentropy(),
         )
     hidden_kernel, hidden_bias, score_kernel, score_bias = [v.numpy() for v in model.trainable_variables]

@@ -11,7 +11,6 @@ import pytest
 import tensorflow as tf
 
 from keras_emotion.data import schema
-from keras_emotion.models import ModelConfig
 from keras_emotion.training.ablation import (
     ABLATION_ROWS,
     METRICS_FILE,
@@ -23,6 +22,7 @@ from keras_emotion.training.ablation import (
     select_rows,
     write_folds,
 )
+from keras_emotion.training.config import train_config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -41,17 +41,16 @@ def test_the_grid_has_the_rows_of_both_tables():
     assert by_name["no_sa"].variant == by_name["tp"].variant
     assert by_name["sa_2h_p1"].variant == by_name["tp_sa"].variant
     assert len({row.variant for row in ABLATION_ROWS}) == len(ABLATION_ROWS) - 2
-    base = ModelConfig(num_classes=7, backbone="vgg16")
     expected = {
         "shift_2c": ("shift", "tp", 2), "sa_4h_p0.1": ("sa", "tp", 4), "lstm": ("none", "lstm", 1),
         "avg": ("none", "avg", 1), "tp_sa": ("sa", "tp", 2),
     }
     for name, (spatial, temporal, heads) in expected.items():
-        config = by_name[name].model_config(base)
+        config = train_config(train_dir="folds", num_classes=7, backbone="vgg16", **by_name[name].model_options()).model
         assert (config.spatial, config.temporal, config.num_heads, config.backbone) == (
             spatial, temporal, heads, "vgg16"
         )
-    assert by_name["sa_4h_p0.1"].model_config(base).penalty == 0.1
+    assert by_name["sa_4h_p0.1"].model_options()["penalty"] == 0.1
     assert [row.name for row in select_rows(["tp_sa", "no_sa"])] == ["no_sa", "tp_sa"]
     with pytest.raises(ValueError, match=r"unknown ablation rows \['sa_3h'\]"):
         select_rows(["sa_3h", "tp"])

@@ -61,7 +61,7 @@ def _clip_by_clip(trained, input_config):
         length = int(features["frames"].shape[1])
         assert float(tf.reduce_min(features["frame_mask"])) == 1.0
         if length not in models:
-            config = ModelConfig(**{**trained.model_config.to_dict(), "num_frames": length})
+            config = ModelConfig(**{**trained.info.model_config.to_dict(), "num_frames": length})
             models[length] = build_model(config)
             models[length].set_weights(trained.model.get_weights())
         probabilities = models[length](features, training=False)["probabilities"].numpy()[0]
@@ -88,8 +88,8 @@ def test_evaluation_matches_the_model_run_clip_by_clip(trained_dir, ck48_raw_tfr
     for clip in written["clips"]:
         label, probabilities = reference[clip["clip_id"]]
         np.testing.assert_allclose(clip["probabilities"], probabilities, atol=2e-5, err_msg=clip["clip_id"])
-        assert clip["label"] == trained.class_names[label]
-        assert clip["predicted"] == trained.class_names[int(np.argmax(probabilities))]
+        assert clip["label"] == trained.info.class_names[label]
+        assert clip["predicted"] == trained.info.class_names[int(np.argmax(probabilities))]
 
     labels = np.array([reference[clip_id][0] for clip_id in reference])
     predicted = np.array([np.argmax(reference[clip_id][1]) for clip_id in reference])

@@ -9,7 +9,7 @@ import pytest
 from keras_emotion.data.config import InputConfig
 from keras_emotion.models import ModelConfig
 from keras_emotion.training.config import TrainConfig
-from keras_emotion.training.optimizers import build_optimizer, group_learning_rates, sgdr_schedule
+from keras_emotion.training.optimizers import group_learning_rates, sgdr_schedule, two_rate_sgd
 from replica_worker import toy_model, toy_step_config, toy_step_errors
 
 
@@ -26,7 +26,7 @@ def compiled_toy(config, steps_per_epoch=1):
     model, backbone = toy_model()
     head = [v for v in model.trainable_variables if all(v is not b for b in backbone.trainable_variables)]
     model.compile(
-        optimizer=build_optimizer(config, backbone.trainable_variables, head, steps_per_epoch),
+        optimizer=two_rate_sgd(config, backbone.trainable_variables, head, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(),
     )
     return model
@@ -109,7 +109,7 @@ def test_head_variable_with_a_backbone_path_is_rejected():
     model = keras.Model(inputs, head(backbone(inputs)))
     assert [v.path for v in head.trainable_variables] == [v.path for v in backbone.trainable_variables]
     with pytest.raises(ValueError, match=r"head variables \['shared_name/bias', 'shared_name/kernel'\]"):
-        build_optimizer(make_config(), backbone.trainable_variables, head.trainable_variables, 1)
+        two_rate_sgd(make_config(), backbone.trainable_variables, head.trainable_variables, 1)
     assert len(model.trainable_variables) == 4
 
 

@@ -14,16 +14,14 @@ import tensorflow as tf
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_dataset
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
+from keras_emotion.models.info import MODEL_INFO_FILE, Preprocessing
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy
-from keras_emotion.training.optimizers import build_optimizer
+from keras_emotion.training.optimizers import two_rate_sgd
 from keras_emotion.training.task import (
-    MODEL_INFO_FILE,
-    batches_per_pass,
     classification_loss,
     load_trained_model,
     probabilities_model,
-    read_class_names,
     train,
 )
 from replica_worker import relative_error
@@ -125,10 +123,11 @@ def test_trained_model_is_the_best_epoch_and_loads_back(resumed_run, ck48_tfreco
     trained = load_trained_model(os.path.join(config.output_dir, "trained"))
     with open(os.path.join(ck48_tfrecords, "manifest.json")) as file:
         manifest = json.load(file)
-    assert trained.class_names == manifest["class_names"]
-    assert trained.model_config == config.model
-    assert (trained.num_frames, trained.image_size, trained.crop_fraction) == (NUM_FRAMES, IMAGE_SIZE, 0.875)
-    assert trained.dataset_manifest["preprocessing"] == manifest["preprocessing"]
+    assert trained.info.class_names == manifest["class_names"]
+    assert trained.info.model_config == config.model
+    assert trained.info.num_frames == NUM_FRAMES
+    assert trained.info.preprocessing == Preprocessing(IMAGE_SIZE, 0.875)
+    assert trained.info.dataset_manifest["preprocessing"] == manifest["preprocessing"]
 
     val_data = trained.input_config(config.val_data.file_pattern, global_batch_size=8)
     correct = total = 0
@@ -179,7 +178,7 @@ def model_step_errors(config) -> dict:
         training_model = probabilities_model(model)
         backbone = backbone_variables(model)
         training_model.compile(
-            optimizer=build_optimizer(config, backbone, head_variables(model), steps_per_epoch=1),
+            optimizer=two_rate_sgd(config, backbone, head_variables(model), steps_per_epoch=1),
             loss=classification_loss(),
         )
     before = {v.path: v.numpy() for v in model.trainable_variables}
@@ -239,24 +238,6 @@ def test_loss_guards_log_of_zero():
     labels = np.array([0, 2])
     expected = np.mean([-np.log(1e-7), -np.log(0.5)])
     assert float(classification_loss()(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
-
-
-def test_class_names_come_from_the_manifest_or_the_clips(ck48_raw_tfrecords, ck48_tfrecords):
-    raw = InputConfig(ck48_raw_tfrecords, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE)
-    assert read_class_names(raw, 3) == ["anger", "contempt", "disgust"]
-    with pytest.raises(ValueError, match=r"no clip of class index \[3, 4, 5, 6\] in .*ck48_raw.*manifest.json"):
-        read_class_names(raw, 7)
-    aligned = InputConfig(ck48_tfrecords, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE)
-    with pytest.raises(ValueError, match=r"has 7 classes .* but the model has num_classes=5"):
-        read_class_names(aligned, 5)
-
-
-def test_too_few_clips_for_one_batch_is_reported(ck48_raw_tfrecords):
-    shard = os.path.join(ck48_raw_tfrecords, "train-00000.tfrecord")
-    config = InputConfig(shard, training=True, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, global_batch_size=64)
-    with pytest.raises(ValueError, match=r"holds 24 clips, fewer than one batch of global_batch_size=64"):
-        batches_per_pass(config)
-    assert batches_per_pass(InputConfig(shard, global_batch_size=5)) == 5  # ceil(24 / 5) at evaluation
 
 
 def test_loading_a_folder_without_a_model_names_the_file(tmp_path):

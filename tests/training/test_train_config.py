@@ -1,5 +1,7 @@
-"""TrainConfig: JSON round trip, the checks of its values, imports without TensorFlow."""
+"""TrainConfig: JSON round trip, the checks of its values, imports without TensorFlow; one way
+from a config file or single options (flags) to a run (`train_config`)."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -10,7 +12,7 @@ import pytest
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.models import ModelConfig
-from keras_emotion.training.config import TrainConfig
+from keras_emotion.training.config import TrainConfig, train_config
 
 
 def make_config(**overrides) -> TrainConfig:
@@ -106,3 +108,66 @@ def test_models_and_training_configs_import_without_tensorflow():
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"backend": "jax", "loaded": []}
+
+
+def test_train_config_from_options_builds_the_nested_config():
+    config = train_config(
+        train_dir="tfrecords/ck48", num_classes=5, num_frames=4, image_size=32, heads=3, batch_size=6, seed=9,
+        crop_fraction=0.75, epochs=2,
+    )
+    expected_data = dict(num_frames=4, image_size=32, crop_fraction=0.75, global_batch_size=6, seed=9)
+    assert config == TrainConfig(
+        train_data=InputConfig("tfrecords/ck48", training=True, **expected_data),
+        val_data=InputConfig("tfrecords/ck48", split="val", **expected_data),
+        model=ModelConfig(num_classes=5, num_frames=4, image_size=32, num_heads=3),
+        epochs=2,
+        seed=9,
+    )
+    assert train_config(train_dir="a", val_dir="b", num_classes=3).val_data.file_pattern == "b"
+    assert train_config(train_dir="a", val_split="", num_classes=3).val_data is None
+
+
+def test_options_override_single_fields_of_a_base_config(tmp_path):
+    base = make_config(epochs=7)
+    path = str(tmp_path / "run.json")
+    base.to_json(path)
+    config = train_config(TrainConfig.from_json(path), epochs=3, num_frames=6, penalty=0.5)
+    assert (config.epochs, config.model.penalty) == (3, 0.5)
+    assert config.model.num_frames == config.train_data.num_frames == config.val_data.num_frames == 6
+    assert config.model.num_heads == 3 and config.train_data.seed == 3 and config.val_data.seed == 4  # kept
+    assert train_config(base) == base
+    no_validation = train_config(base, val_split="")
+    assert no_validation.val_data is None
+    validation_again = train_config(no_validation, val_split="test")
+    assert validation_again.val_data.split == "test" and not validation_again.val_data.training
+    assert validation_again.val_data.sampling == "uniform"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"train_dir": "a", "num_classes": 3, "num_frame": 4}, r"unknown training options \['num_frame'\]"),
+        ({"num_classes": 3}, "'train_dir' is required without a config file"),
+        ({"train_dir": "a"}, "'num_classes' is required without a config file"),
+        ({"train_dir": "a", "num_classes": 3, "heads": 0}, r"ModelConfig.num_heads=0; need at least 1"),
+    ],
+)
+def test_bad_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        train_config(**options)
+
+
+def test_train_command_reads_a_config_file_and_flags_override_it(tmp_path):
+    """scripts/train.py's config: --config's values, then the flags given (and only those)."""
+    make_config(epochs=7, head_lr=0.05).to_json(str(tmp_path / "run.json"))
+    script = (
+        "import sys; from absl import flags; from keras_emotion.cli import train as command; "
+        "flags.FLAGS(sys.argv); print(command.config_from_flags().to_dict())"
+    )
+    command = [sys.executable, "-c", script, "train", f"--config={tmp_path / 'run.json'}", "--epochs=2", "--heads=4"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    expected = dataclasses.replace(
+        make_config(epochs=2, head_lr=0.05), model=ModelConfig(num_frames=4, image_size=32, spatial="sa", num_heads=4)
+    )
+    assert completed.stdout.strip() == str(expected.to_dict())

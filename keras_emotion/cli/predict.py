@@ -1,0 +1,64 @@
+"""Predicts the emotion of every face in a video (or a folder of frames) and writes JSON.
+
+    keras-emotion predict --model runs/demo/trained --input demo_corpus/demo_sequence.avi \
+        --output prediction.json
+
+--model is a trained-model folder (model.keras + model_info.json) or an exported SavedModel
+(a version folder, or the TF Serving model folder holding numbered versions). Faces are
+tracked through the video and classified in sliding windows; see
+keras_emotion.inference.predictor for the JSON written. Prints one line per tracked face.
+"""
+
+import dataclasses
+import sys
+
+from absl import app, flags
+
+from keras_emotion.data.video import InputError
+from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video, write_prediction
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Trained-model folder or SavedModel folder.", required=True)
+flags.DEFINE_string("input", None, "Video file, folder of frames, or image.", required=True)
+flags.DEFINE_string("output", None, "JSON file to write.", required=True)
+flags.DEFINE_integer("window", None, "Frames per window (default: the model's frames per clip, or 16).")
+flags.DEFINE_integer("stride", None, "Frames between window starts (default: half a window).")
+flags.DEFINE_integer("frame_step", 1, "Process every n-th frame only (for long videos).")
+flags.DEFINE_integer("max_side", 1280, "Frames are downscaled to at most this many pixels on their longer side.")
+flags.DEFINE_integer("upsample", None, "Detector upsampling (default: as in the model's training data).")
+flags.DEFINE_bool("cnn_fallback", False, "Run dlib's CNN detector on frames where HOG finds no face (slow).")
+flags.DEFINE_integer("max_missed", 10, "Frames a face may go undetected before its track ends.")
+flags.DEFINE_integer("min_detections", 3, "Tracks detected in fewer frames are dropped.")
+flags.DEFINE_integer("num_frames", None, "SavedModel only: frames given per window (default: all of them).")
+flags.DEFINE_list("class_names", None, "SavedModel only: class names, if the model does not tell them.")
+
+
+def main(argv):
+    del argv
+    config = PredictConfig(
+        window=FLAGS.window,
+        stride=FLAGS.stride,
+        frame_step=FLAGS.frame_step,
+        max_side=FLAGS.max_side,
+        max_missed=FLAGS.max_missed,
+        min_detections=FLAGS.min_detections,
+    )
+    model = load_clip_model(FLAGS.model, FLAGS.num_frames, FLAGS.class_names)
+    alignment = dataclasses.replace(default_alignment(model), cnn_fallback=FLAGS.cnn_fallback)
+    if FLAGS.upsample is not None:
+        alignment = dataclasses.replace(alignment, upsample=FLAGS.upsample)
+    try:
+        prediction = predict_video(FLAGS.input, model, config, alignment)
+    except InputError as error:
+        sys.exit(f"predict: {error}")
+    write_prediction(prediction, FLAGS.output)
+    stats = prediction["stats"]
+    print(
+        f"{FLAGS.input}: {stats['frames_read']} frames read, {stats['frames_processed']} processed, "
+        f"{len(prediction['tracks'])} face track(s) -> {FLAGS.output}"
+    )
+    for track in prediction["tracks"]:
+        print(
+            f"  track {track['track']}: frames {track['first_frame']}-{track['last_frame']}, "
+            f"{len(track['windows'])} window(s), {track['label']} ({track['probabilities'][track['label']]:.0%})"
+        )
