@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -135,3 +137,55 @@ def test_the_module_imports_without_tensorflow():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+LOCK_HOLDER = """
+import sys, time
+from keras_emotion.files import OutputDirLock
+with OutputDirLock(sys.argv[1], "holder"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def _start_lock_holder(folder) -> subprocess.Popen:
+    """A real process holding the lock of `folder` (once it printed "locked")."""
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path):
+    holder = _start_lock_holder(tmp_path)
+    lock_path = tmp_path / files.LOCK_NAME
+    owner = json.loads(lock_path.read_text())
+    assert (owner["pid"], owner["host"], owner["command"]) == (holder.pid, socket.gethostname(), "holder")
+    with pytest.raises(files.OutputDirInUseError) as refused:
+        with files.OutputDirLock(tmp_path, "train"):
+            pytest.fail("a second writer got the lock")
+    assert str(refused.value) == (
+        f"{tmp_path} is in use by another run (holder, PID {holder.pid} on {socket.gethostname()}, since "
+        f"{owner['since']}): wait for it to end or use another output folder; if that run is gone, delete {lock_path}"
+    )
+    assert json.loads(lock_path.read_text()) == owner
+
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    with pytest.warns(UserWarning, match=rf"{lock_path}: taking over the stale lock of PID {holder.pid} on "):
+        with files.OutputDirLock(tmp_path, "train"):
+            assert json.loads(lock_path.read_text())["pid"] == os.getpid()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_lock_of_a_reused_pid_is_stale_and_one_of_another_host_is_held(tmp_path):
+    lock_path = tmp_path / files.LOCK_NAME
+    reused = {"pid": os.getppid(), "host": socket.gethostname(), "command": "train", "process_start": -1, "since": "x"}
+    lock_path.write_text(json.dumps(reused))
+    with pytest.warns(UserWarning, match="taking over the stale lock"):
+        with files.OutputDirLock(tmp_path, "export"):
+            pass
+    elsewhere = dict(reused, host="other-host", pid=1)
+    lock_path.write_text(json.dumps(elsewhere))
+    with pytest.raises(files.OutputDirInUseError, match=r"\(train, PID 1 on other-host, since x\)"):
+        with files.OutputDirLock(tmp_path, "export"):
+            pass
