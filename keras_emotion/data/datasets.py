@@ -38,6 +38,8 @@ DATASET_KINDS = ("afew", "ckplus", "ck48", "csv")
 DEFAULT_SPLIT = "train"
 CSV_COLUMNS = ("path", "label", "split", "subject")
 
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+"""What a split name may be: it starts shard file names (`<split>-NNNNN.tfrecord`)."""
 _CK48_NAME = re.compile(r"^(S\d+)_(\d+)_(\d+)$")
 
 
@@ -251,7 +253,8 @@ def list_csv(csv_path: str) -> tuple[list, list]:
 
     Relative paths are resolved against the CSV's folder; the clip_id is the path as
     written in the CSV. A missing split is "train", a missing subject "". Rows with a
-    wrong number of cells or an empty path/label are reported skips naming the line.
+    wrong number of cells, an empty path/label or a split name that is not letters, digits
+    and "_" (SPLIT_NAME) are reported skips naming the line.
     """
     if not os.path.isfile(csv_path):
         raise InputError(csv_path, "no such CSV file")
@@ -279,6 +282,9 @@ def list_csv(csv_path: str) -> tuple[list, list]:
             continue
         path = os.path.normpath(os.path.join(base, values["path"]))
         split = values.get("split") or DEFAULT_SPLIT
+        if not SPLIT_NAME.match(split):
+            skipped.append(Failure(where, f"split {split!r} is not letters, digits and '_'"))
+            continue
         clips.append(ClipSource(values["path"], path, values["label"], split, values.get("subject", "")))
     return clips, skipped
 
