@@ -10,13 +10,17 @@ crash resumes from the last finished epoch. With TF_CONFIG set, this process is 
 MultiWorkerMirroredStrategy cluster; otherwise it mirrors over the local GPUs (or the CPU).
 """
 
+import dataclasses
 import os
+import sys
 
 from absl import app, flags
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.models.config import BACKBONES, SPATIAL_AGGREGATIONS, TEMPORAL_POOLINGS, ModelConfig
 from keras_emotion.training.config import MIXED_PRECISION_POLICIES, TrainConfig
+from keras_emotion.data.integrity import DataIntegrityError
+from keras_emotion.files import OutputDirInUseError
 from keras_emotion.training.task import read_manifest, train
 
 FLAGS = flags.FLAGS
@@ -51,6 +55,7 @@ flags.DEFINE_float("restart_alpha", TrainConfig.restart_alpha, "SGDR: floor as a
 flags.DEFINE_enum("mixed_precision", TrainConfig.mixed_precision, MIXED_PRECISION_POLICIES, "Keras dtype policy.")
 flags.DEFINE_integer("seed", TrainConfig.seed, "Seed of the weights, the shuffling and the augmentation.")
 flags.DEFINE_string("output_dir", TrainConfig.output_dir, "Folder of checkpoints, logs and the trained model.")
+flags.DEFINE_bool("allow_incomplete", False, "Train on data whose preprocessing did not finish (manifest complete: false).")
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Progress: 1 bar per epoch, 2 one line per epoch.")
 flags.mark_flag_as_required("train_dir")
 
@@ -113,8 +118,12 @@ def main(argv):
         config = config_from_flags()
     except ValueError as error:
         raise app.UsageError(str(error)) from None
+    config = dataclasses.replace(config, allow_incomplete=FLAGS.allow_incomplete)
     verbose = FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose)
-    model, history = train(config, verbose=verbose)
+    try:
+        model, history = train(config, verbose=verbose)
+    except (OutputDirInUseError, DataIntegrityError) as error:
+        sys.exit(f"train: {error}")
     monitor = "val_accuracy" if config.val_data else "accuracy"
     print(
         f"{model.name}: best {monitor} of this run {max(history.history[monitor]):.4f}; "
