@@ -16,7 +16,9 @@ themselves (the one source of truth: no sidecar index can disagree with them); t
 clips are skipped, leftover temp shards of an interrupted run are deleted, and new
 shards continue the numbering. A clip is therefore written exactly once. The manifest
 (written first with `"complete": false`) records the parameters; resuming with other
-parameters or class names is refused. One run per output folder at a time.
+parameters or class names is refused. One run per output folder at a time (scripts/
+preprocess.py holds its `files.OutputDirLock`). Workers end with their parent, even a
+SIGKILLed one (`processes.die_with_parent`).
 
 TensorFlow is imported only where records are written or read, so worker processes,
 which only align faces, start without it.
@@ -46,6 +48,7 @@ from keras_emotion.data.datasets import ClipSource, Failure
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, encode_jpeg
 from keras_emotion.data.video import InputError, read_frames, read_image
 from keras_emotion.files import TEMP_SUFFIX, read_json, temp_path, write_json_atomically
+from keras_emotion.processes import die_with_parent
 
 STAGES = ("reading", "detection", "landmarks", "alignment", "encoding")
 REPORT_NAME = "report.json"
@@ -246,8 +249,10 @@ def run_clip(
 _worker_state: dict = {}
 
 
-def _start_worker(class_names: Sequence[str], config: PreprocessConfig) -> None:
-    """Initializer of a worker process: its own FaceAligner."""
+def _start_worker(parent_pid: int, class_names: Sequence[str], config: PreprocessConfig) -> None:
+    """Initializer of a worker process: ends with its parent `parent_pid` (even a SIGKILLed
+    one); its own FaceAligner."""
+    die_with_parent(parent_pid)
     _worker_state.update(aligner=FaceAligner(config.alignment), class_names=class_names, config=config)
 
 
@@ -270,7 +275,7 @@ def _outcomes_in_pool(clips: Sequence[ClipSource], class_names, config, num_work
         num_workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(class_names, config),
+        initargs=(os.getpid(), class_names, config),
     )
     waiting = iter(clips)
     pending = set()

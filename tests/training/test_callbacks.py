@@ -1,15 +1,24 @@
 """The crash-proof training callbacks: backups, history.csv and best weights that survive
-kills (in-process here with a tiny Dense model; with real SIGKILLs of scripts/train.py in
-test_train_kills.py)."""
+kills: in-process with a tiny Dense model, and real SIGKILLs of scripts/train.py."""
 
 import csv
+import json
 import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 
 from keras_emotion.training.callbacks import (
+    BACKUP_PATTERN,
     BROKEN_SUFFIX,
     BestWeightsCheckpoint,
     EpochBackup,
@@ -18,6 +27,8 @@ from keras_emotion.training.callbacks import (
     read_history,
 )
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+TRAIN_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 INPUTS = np.linspace(-1.0, 1.0, 32, dtype=np.float32).reshape(16, 2)
 TARGETS = INPUTS.sum(axis=1, keepdims=True)
 
@@ -117,3 +128,83 @@ def test_best_weights_of_a_resumed_run_must_beat_the_earlier_epochs(tmp_path):
     fresh.set_model(model)
     fresh.on_epoch_begin(0)
     assert fresh.best is None, "a run from epoch 0 ignores an earlier run's history"
+
+
+EPOCHS = 24
+CK48_CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(ck48_raw_tfrecords, tmp_path_factory) -> str:
+    """The unaligned CK+48 shards with a manifest naming the 7 classes."""
+    directory = tmp_path_factory.mktemp("tiny_data")
+    for name in os.listdir(ck48_raw_tfrecords):
+        shutil.copy(os.path.join(ck48_raw_tfrecords, name), directory)
+    (directory / "manifest.json").write_text(json.dumps({"complete": True, "class_names": CK48_CLASSES}))
+    return str(directory)
+
+
+def start_training(tmp_path, train_dir, run: str) -> tuple:
+    """scripts/train.py of a tiny model on tiny clips (epochs of about 0.1 s) into tmp_path/out,
+    in the background; (process, its log file)."""
+    log = tmp_path / f"{run}.log"
+    command = [
+        sys.executable, str(REPO_ROOT / "scripts" / "train.py"), f"--train_dir={train_dir}",
+        "--val_split=", "--num_frames=3", "--image_size=16", "--batch_size=4",
+        "--steps_per_epoch=2", f"--epochs={EPOCHS}", "--verbose=2", f"--output_dir={tmp_path / 'out'}",
+    ]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=TRAIN_ENV)
+    return process, log
+
+
+def wait_for(condition, process, log, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"train.py ended before {what}: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def history_epochs(output_dir) -> list:
+    return [int(row["epoch"]) for row in read_history(str(output_dir / "history.csv"))]
+
+
+def newest_backup(output_dir) -> int:
+    """Epochs done by the newest backup in output_dir/backup (0 without one)."""
+    backup_dir = output_dir / "backup"
+    names = os.listdir(backup_dir) if backup_dir.is_dir() else []
+    return max((int(match.group("epoch")) for name in names if (match := BACKUP_PATTERN.match(name))), default=0)
+
+
+def first_epoch_run(log) -> int:
+    """The 0-based first epoch a train.py run started (Keras prints "Epoch 5/24" for epoch 4)."""
+    return int(re.search(r"^Epoch (\d+)/", log.read_text(), re.MULTILINE).group(1)) - 1
+
+
+def test_train_killed_at_random_moments_resumes_and_logs_every_epoch_once(tiny_data, tmp_path):
+    """3 SIGKILLs at random moments of random epochs (backups being written included), then a
+    run to the end."""
+    output_dir = tmp_path / "out"
+    moments = random.Random(3)
+    for kill in range(3):
+        process, log = start_training(tmp_path, tiny_data, f"killed{kill}")
+        resumes_at = newest_backup(output_dir)
+        wait_for(lambda: len(history_epochs(output_dir)) > resumes_at, process, log, 60, "an epoch of the new run")
+        time.sleep(moments.uniform(0.0, 1.5))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        assert first_epoch_run(log) == resumes_at, "each rerun resumes from the newest backup"
+        assert not os.path.exists(f"/proc/{process.pid}"), "killed"
+
+    resumes_at = newest_backup(output_dir)
+    assert resumes_at > 0
+    process, log = start_training(tmp_path, tiny_data, "final")
+    assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert first_epoch_run(log) == resumes_at
+    assert "taking over the stale lock of PID" in log.read_text()
+    assert history_epochs(output_dir) == list(range(EPOCHS))
+    leftovers = [os.path.join(folder, name) for folder, _, names in os.walk(output_dir) for name in names]
+    assert not [path for path in leftovers if ".tmp" in path or path.endswith(".lock")], leftovers
+    assert not (output_dir / "backup").exists()
+    assert (output_dir / "trained" / "model.keras").is_file()
