@@ -139,24 +139,8 @@ def test_the_module_imports_without_tensorflow():
     assert result.stdout.strip() == "False"
 
 
-LOCK_HOLDER = """
-import sys, time
-from keras_emotion.files import OutputDirLock
-with OutputDirLock(sys.argv[1], "holder"):
-    print("locked", flush=True)
-    time.sleep(60)
-"""
-
-
-def _start_lock_holder(folder) -> subprocess.Popen:
-    """A real process holding the lock of `folder` (once it printed "locked")."""
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "locked\n"
-    return holder
-
-
-def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path):
-    holder = _start_lock_holder(tmp_path)
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path, lock_holder):
+    holder = lock_holder(tmp_path)
     lock_path = tmp_path / files.LOCK_NAME
     owner = json.loads(lock_path.read_text())
     assert (owner["pid"], owner["host"], owner["command"]) == (holder.pid, socket.gethostname(), "holder")
