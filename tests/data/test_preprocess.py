@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from keras_emotion.data.preprocess import (
     preprocess_corpus,
     process_clip,
 )
-from keras_emotion.data.video import InputError, read_image
+from keras_emotion.data.video import InputError, read_frames, read_image
 from keras_emotion.files import temp_path
 
 SCRIPT_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -292,3 +293,22 @@ def test_killed_or_terminated_preprocessing_leaves_no_process_and_a_second_run_i
     assert manifest["complete"] and report["clips"] == len(frames)
     clip_ids = _clip_ids(str(output))
     assert len(clip_ids) == len(set(clip_ids)) == len(frames) - len(report["failures"])
+
+
+def test_a_truncated_video_is_kept_and_recorded_in_the_report(tmp_path, small_demo_corpus):
+    intact = str(small_demo_corpus / "Train" / "happy" / "happy_train_000.avi")
+    truncated = str(tmp_path / "happy_truncated.avi")
+    shutil.copy(intact, truncated)
+    os.truncate(truncated, int(os.path.getsize(truncated) * 0.6))
+    frames_read = len(read_frames(truncated)[0])
+    assert 0 < frames_read < 4
+    clips = [ClipSource("intact", intact, "happy"), ClipSource("truncated", truncated, "happy")]
+
+    report = preprocess_corpus(clips, str(tmp_path / "out"), FAST, class_names=["happy"], progress=False)
+
+    assert (report.written, report.failures) == (2, [])
+    record = {"clip_id": "truncated", "path": truncated, "truncated": True, "frames_read": frames_read, "frames_expected": 4}
+    assert report.stats.truncated_clips == [record]
+    saved = json.loads((tmp_path / "out" / REPORT_NAME).read_text())
+    assert saved["stats"]["truncated_clips"] == [record]
+    assert f"  truncated: {truncated}: {frames_read} of 4 frames decoded" in report.summary().splitlines()
