@@ -62,6 +62,10 @@ def main(argv):
             f"  track {track['track']}: frames {track['first_frame']}-{track['last_frame']}, "
             f"{len(track['windows'])} window(s), {track['label']} ({track['probabilities'][track['label']]:.0%})"
         )
+    for track in prediction["dropped_tracks"]:
+        print(f"  track {track['track']} dropped (from frame {track['first_frame']}): {track['reason']}")
+    if not prediction["tracks"] and not prediction["dropped_tracks"]:
+        print("  no face detected in any processed frame")
 
 
 if __name__ == "__main__":
