@@ -104,8 +104,9 @@ def train(
 
     Resumes from `config.output_dir/backup` when a previous run of the same config was
     interrupted. Checks every shard first (`integrity.verify_shards`) and holds the lock of
-    the output folder (`files.OutputDirLock`) while it runs. Call it before any other TensorFlow work in the process (the strategy, in
-    particular MultiWorkerMirroredStrategy, must be created first).
+    the output folder (`files.OutputDirLock`) while it runs. Call it before any other
+    TensorFlow work in the process (the strategy, in particular MultiWorkerMirroredStrategy,
+    must be created first).
 
     Args:
         config: the TrainConfig.
@@ -116,6 +117,11 @@ def train(
         (model, history): the built model (dict outputs) holding the weights of the best epoch
         (best val_accuracy; best training accuracy without validation data), and the
         `keras.callbacks.History` of `fit`.
+
+    Raises:
+        files.OutputDirInUseError: another live run holds the output folder (naming it).
+        integrity.DataIntegrityError: a corrupt shard, or an unfinished preprocessing run
+            without `config.allow_incomplete` (naming the file).
     """
     strategy = get_strategy()
     output_dir = worker_output_dir(strategy, config.output_dir)
