@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import pytest
 
 from keras_emotion import files
 from keras_emotion.files import atomic_directory, atomic_write, read_json, temp_path, write_json_atomically
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_temp_path_is_hidden_beside_the_file_and_keeps_a_wanted_suffix(tmp_path):
@@ -173,3 +176,21 @@ def test_a_lock_of_a_reused_pid_is_stale_and_one_of_another_host_is_held(tmp_pat
     with pytest.raises(files.OutputDirInUseError, match=r"\(train, PID 1 on other-host, since x\)"):
         with files.OutputDirLock(tmp_path, "export"):
             pass
+
+
+@pytest.mark.parametrize(
+    "script, arguments, locked",
+    [
+        ("export.py", ["--model_dir={tmp}/trained", "--base_dir={tmp}/serving", "--name=emo"], "serving/emo"),
+        ("ablation.py", ["--tfrecords={tmp}/tfrecords", "--output_dir={tmp}/ablation"], "ablation"),
+    ],
+)
+def test_export_and_ablation_refuse_an_output_folder_in_use(tmp_path, lock_holder, script, arguments, locked):
+    holder = lock_holder(tmp_path / locked)
+    command = [sys.executable, str(REPO_ROOT / "scripts" / script), *(a.format(tmp=tmp_path) for a in arguments)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines()[-1].startswith(
+        f"{script[:-3]}: {tmp_path / locked} is in use by another run (holder, PID {holder.pid} on "
+    )
+    assert os.listdir(tmp_path / locked) == [files.LOCK_NAME]

@@ -97,7 +97,8 @@ def test_fold_manifests_list_the_folds_own_shards(ck48_raw_tfrecords, tmp_path):
     for name in os.listdir(ck48_raw_tfrecords):
         shutil.copy(os.path.join(ck48_raw_tfrecords, name), corpus)
     corpus_shards = [{"file": name, "split": "train", "clips": 24} for name in sorted(os.listdir(corpus))]
-    (corpus / "manifest.json").write_text(json.dumps({"complete": True, "shards": corpus_shards}))
+    manifest = {"complete": True, "class_names": ["anger", "contempt", "disgust"], "shards": corpus_shards}
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
     write_folds(str(corpus), str(tmp_path / "ablation"), folds=3, split_seed=5)
     for fold in range(3):
         verify_shards(sorted(tf.io.gfile.glob(os.path.join(fold_dir(str(tmp_path / "ablation"), fold), "*.tfrecord"))))

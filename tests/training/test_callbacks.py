@@ -28,7 +28,7 @@ from keras_emotion.training.callbacks import (
 )
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-TRAIN_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+TRAIN_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}  # a killed run's log is complete
 INPUTS = np.linspace(-1.0, 1.0, 32, dtype=np.float32).reshape(16, 2)
 TARGETS = INPUTS.sum(axis=1, keepdims=True)
 
@@ -190,11 +190,18 @@ def test_train_killed_at_random_moments_resumes_and_logs_every_epoch_once(tiny_d
     for kill in range(3):
         process, log = start_training(tmp_path, tiny_data, f"killed{kill}")
         resumes_at = newest_backup(output_dir)
-        wait_for(lambda: len(history_epochs(output_dir)) > resumes_at, process, log, 60, "an epoch of the new run")
-        time.sleep(moments.uniform(0.0, 1.5))
+        wait_for(lambda: newest_backup(output_dir) > resumes_at, process, log, 60, "an epoch of the new run")
+        started = time.monotonic()
+        wait_for(lambda: newest_backup(output_dir) > resumes_at + 1, process, log, 60, "a second epoch")
+        epoch_seconds = time.monotonic() - started
+        time.sleep(moments.uniform(0.0, epoch_seconds))  # anywhere in the next epoch: its row, best weights, backup
+        assert process.poll() is None
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         assert first_epoch_run(log) == resumes_at, "each rerun resumes from the newest backup"
+        logged = history_epochs(output_dir)
+        assert logged == list(range(len(logged))), "each epoch once, no gap"
+        assert newest_backup(output_dir) <= len(logged), "an epoch's row is written before its backup"
         assert not os.path.exists(f"/proc/{process.pid}"), "killed"
 
     resumes_at = newest_backup(output_dir)
