@@ -55,7 +55,9 @@ flags.DEFINE_float("restart_alpha", TrainConfig.restart_alpha, "SGDR: floor as a
 flags.DEFINE_enum("mixed_precision", TrainConfig.mixed_precision, MIXED_PRECISION_POLICIES, "Keras dtype policy.")
 flags.DEFINE_integer("seed", TrainConfig.seed, "Seed of the weights, the shuffling and the augmentation.")
 flags.DEFINE_string("output_dir", TrainConfig.output_dir, "Folder of checkpoints, logs and the trained model.")
-flags.DEFINE_bool("allow_incomplete", False, "Train on data whose preprocessing did not finish (manifest complete: false).")
+flags.DEFINE_bool(
+    "allow_incomplete", False, "Train on data whose preprocessing did not finish (manifest complete: false)."
+)
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Progress: 1 bar per epoch, 2 one line per epoch.")
 flags.mark_flag_as_required("train_dir")
 

@@ -175,7 +175,9 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None:
-            raise KeyError(f"BestWeightsCheckpoint: no {self.monitor!r} in the logs of epoch {epoch}: {sorted(logs or {})}")
+            raise KeyError(
+                f"BestWeightsCheckpoint: no {self.monitor!r} in the logs of epoch {epoch}: {sorted(logs or {})}"
+            )
         value = float(keras.ops.convert_to_numpy(value))
         if self.best is not None and not value > self.best:
             return

@@ -55,7 +55,8 @@ def test_records_are_counted_and_truncated_or_flipped_shards_named(tmp_path):
 
 def test_an_incomplete_manifest_is_refused_unless_allowed_and_counts_must_match(tmp_path):
     path = write_records(tmp_path / "train-00000.tfrecord")
-    manifest = {"complete": False, "num_clips": 3, "shards": [{"file": "train-00000.tfrecord", "split": "train", "clips": 3}]}
+    shards = [{"file": "train-00000.tfrecord", "split": "train", "clips": 3}]
+    manifest = {"complete": False, "num_clips": 3, "shards": shards}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataIntegrityError) as refused:
         verify_shards([path])

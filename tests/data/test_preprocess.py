@@ -307,7 +307,9 @@ def test_a_truncated_video_is_kept_and_recorded_in_the_report(tmp_path, small_de
     report = preprocess_corpus(clips, str(tmp_path / "out"), FAST, class_names=["happy"], progress=False)
 
     assert (report.written, report.failures) == (2, [])
-    record = {"clip_id": "truncated", "path": truncated, "truncated": True, "frames_read": frames_read, "frames_expected": 4}
+    record = {
+        "clip_id": "truncated", "path": truncated, "truncated": True, "frames_read": frames_read, "frames_expected": 4
+    }
     assert report.stats.truncated_clips == [record]
     saved = json.loads((tmp_path / "out" / REPORT_NAME).read_text())
     assert saved["stats"]["truncated_clips"] == [record]

@@ -68,7 +68,9 @@ def test_a_broken_backup_is_set_aside_with_a_warning_and_training_resumes_from_t
         fit([EpochBackup(backup_dir), recorder])
     (warning,) = [w for w in warned if "broken backup" in str(w.message)]
     assert str(warning.message).startswith(f"{latest}: broken backup (OSError: ")
-    assert str(warning.message).endswith(f"set aside as {latest}{BROKEN_SUFFIX}; resuming from the previous backup, if any")
+    assert str(warning.message).endswith(
+        f"set aside as {latest}{BROKEN_SUFFIX}; resuming from the previous backup, if any"
+    )
     assert recorder.begun == [2, 3, 4]
     assert not os.path.exists(backup_dir), "removed when training completes"
 

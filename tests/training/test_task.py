@@ -278,6 +278,7 @@ def test_a_second_run_on_the_same_output_dir_is_refused_naming_the_first(ck48_ra
         model=ModelConfig(num_classes=7, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE),
         output_dir=str(output_dir),
     )
-    with pytest.raises(OutputDirInUseError, match=rf"^{output_dir} is in use by another run \(holder, PID {first.pid} on "):
+    refusal = rf"^{output_dir} is in use by another run \(holder, PID {first.pid} on "
+    with pytest.raises(OutputDirInUseError, match=refusal):
         train(config, verbose=0)
     assert os.listdir(output_dir) == [".lock"], "the refused run wrote nothing"
