@@ -9,6 +9,9 @@ shards); two processes must not write the same file at the same time.
 
 A folder is filled under a fresh hidden name (`.<name>.partial-<random>`) and renamed.
 
+An output folder has one writer at a time: `OutputDirLock` (a lock file with the owner's
+PID and host; a stale one, whose owner died, is taken over with a warning).
+
 Imports neither TensorFlow nor dlib nor OpenCV: configurations and light modules use it.
 """
 
@@ -18,7 +21,10 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
+import warnings
 from typing import Any, Iterator, Optional
 
 TEMP_SUFFIX = ".tmp"
@@ -158,3 +164,120 @@ def _move_into_place(partial: str, path: str, overwrite: bool) -> None:
         ) from error
     if replaced is not None:
         shutil.rmtree(replaced)
+
+
+LOCK_NAME = ".lock"
+
+
+class OutputDirInUseError(RuntimeError):
+    """Another live process holds the lock of an output folder (see `OutputDirLock`)."""
+
+
+class OutputDirLock:
+    """One writer per output folder: a lock file `<folder>/.lock` holding the owner's PID,
+    host and command, created atomically (written under a temporary name, then hard-linked
+    to its final name, which fails when the name exists).
+
+        with OutputDirLock("runs/ck48", "train"):
+            ...   # a second run on runs/ck48 raises OutputDirInUseError at once
+
+    A lock whose owner is dead (same host, no process with its PID, or a process that
+    started after the lock was taken) is stale: it is taken over with a warning. A lock of
+    another host cannot be checked and counts as held. The lock file is removed on exit.
+    """
+
+    def __init__(self, folder: str | os.PathLike, command: str):
+        self.folder = os.fspath(folder)
+        self.command = command
+        self.path = os.path.join(self.folder, LOCK_NAME)
+
+    def __enter__(self) -> "OutputDirLock":
+        os.makedirs(self.folder, exist_ok=True)
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": self.command,
+            "process_start": _process_start(os.getpid()),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
+        candidate = temp_path(f"{self.path}.{os.getpid()}")
+        with open(candidate, "w", encoding="utf-8") as file:
+            json.dump(owner, file)
+        try:
+            while True:
+                try:
+                    os.link(candidate, self.path)
+                    return self
+                except FileExistsError:
+                    self._take_over_if_stale()
+        finally:
+            os.remove(candidate)
+
+    def __exit__(self, *exc_info) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if _read_lock_owner(self.path).get("pid") == os.getpid():
+                os.remove(self.path)
+
+    def _take_over_if_stale(self) -> None:
+        """Removes the existing lock file when its owner is dead; raises OutputDirInUseError otherwise."""
+        try:
+            holder = _read_lock_owner(self.path)
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        if not _owner_is_dead(holder):
+            raise OutputDirInUseError(
+                f"{self.folder} is in use by another run ({holder.get('command', '?')}, PID {holder.get('pid')} "
+                f"on {holder.get('host')}, since {holder.get('since')}): wait for it to end or use another "
+                f"output folder; if that run is gone, delete {self.path}"
+            )
+        warnings.warn(
+            f"{self.path}: taking over the stale lock of PID {holder.get('pid')} on {holder.get('host')} "
+            f"({holder.get('command', '?')}, since {holder.get('since')}), which is no longer running",
+            stacklevel=3,
+        )
+        # Renamed aside first, so that of two runs taking over the same stale lock only one
+        # removes it (the other's rename fails and it retries against the new owner's lock).
+        aside = f"{self.path}.stale-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path, aside)
+            os.remove(aside)
+
+
+def _read_lock_owner(path: str) -> dict:
+    """The owner recorded in a lock file; {} for a file that is not a lock of this module."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            owner = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _owner_is_dead(owner: dict) -> bool:
+    """Whether the process recorded in a lock file is gone (checkable on this host only)."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return True  # not a lock of this module
+    if owner.get("host") != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return True  # an earlier run with our PID (e.g. PID 1 of a restarted container)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, owned by another user
+    started = _process_start(pid)
+    return started is not None and owner.get("process_start") not in (None, started)
+
+
+def _process_start(pid: int) -> Optional[int]:
+    """When process `pid` started, in clock ticks since boot (Linux); None where unknown.
+    Tells a live owner from a new process that reuses its PID."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19])

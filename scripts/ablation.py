@@ -10,12 +10,15 @@ Rerunning the same command skips finished runs. Writes <output_dir>/ablation.md.
 """
 
 import os
+import signal
+import sys
 
 from absl import app, flags
 
 from keras_emotion.data.datasets import DATASET_KINDS, load_dataset
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.preprocess import PreprocessConfig, preprocess_corpus
+from keras_emotion.files import OutputDirInUseError, OutputDirLock
 from keras_emotion.models.config import BACKBONES
 from keras_emotion.training.ablation import ROW_NAMES, AblationConfig, run_ablation
 
@@ -60,6 +63,19 @@ def _tfrecords() -> str:
 
 def main(argv):
     del argv
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops like Ctrl-C (see preprocess.py)
+    try:
+        with OutputDirLock(FLAGS.output_dir, "ablation"):
+            table = _run()
+    except OutputDirInUseError as error:
+        sys.exit(f"ablation: {error}")
+    with open(table) as file:
+        print(file.read())
+    print(f"wrote {table}")
+
+
+def _run() -> str:
+    """Preprocesses if asked, runs the ablation; returns the path of ablation.md."""
     try:
         config = AblationConfig(
             tfrecords=_tfrecords(),
@@ -81,10 +97,7 @@ def main(argv):
         )
     except ValueError as error:  # InputError included: a bad --input, --rows or --folds
         raise app.UsageError(str(error)) from None
-    table = run_ablation(config)
-    with open(table) as file:
-        print(file.read())
-    print(f"wrote {table}")
+    return run_ablation(config)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Fixtures shared by the whole test suite."""
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -118,3 +120,33 @@ def global_dtype_policy():
     previous = keras.config.dtype_policy()
     yield keras.mixed_precision.set_global_policy
     keras.mixed_precision.set_global_policy(previous)
+
+
+LOCK_HOLDER = """
+import sys, time
+from keras_emotion.files import OutputDirLock
+with OutputDirLock(sys.argv[1], "holder"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """A function `lock_holder(folder)` starting a real process that holds the
+    `files.OutputDirLock` of `folder` (command "holder") and returning its Popen; the
+    processes still running are killed after the test."""
+    holders = []
+
+    def start(folder) -> subprocess.Popen:
+        holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline() == "locked\n"
+        return holder
+
+    yield start
+    for holder in holders:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        holder.stdout.close()

@@ -2,6 +2,9 @@
 
 import json
 import os
+import pathlib
+import signal
+import socket
 import subprocess
 import sys
 
@@ -9,6 +12,8 @@ import pytest
 
 from keras_emotion import files
 from keras_emotion.files import atomic_directory, atomic_write, read_json, temp_path, write_json_atomically
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_temp_path_is_hidden_beside_the_file_and_keeps_a_wanted_suffix(tmp_path):
@@ -135,3 +140,57 @@ def test_the_module_imports_without_tensorflow():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path, lock_holder):
+    holder = lock_holder(tmp_path)
+    lock_path = tmp_path / files.LOCK_NAME
+    owner = json.loads(lock_path.read_text())
+    assert (owner["pid"], owner["host"], owner["command"]) == (holder.pid, socket.gethostname(), "holder")
+    with pytest.raises(files.OutputDirInUseError) as refused:
+        with files.OutputDirLock(tmp_path, "train"):
+            pytest.fail("a second writer got the lock")
+    assert str(refused.value) == (
+        f"{tmp_path} is in use by another run (holder, PID {holder.pid} on {socket.gethostname()}, since "
+        f"{owner['since']}): wait for it to end or use another output folder; if that run is gone, delete {lock_path}"
+    )
+    assert json.loads(lock_path.read_text()) == owner
+
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    with pytest.warns(UserWarning, match=rf"{lock_path}: taking over the stale lock of PID {holder.pid} on "):
+        with files.OutputDirLock(tmp_path, "train"):
+            assert json.loads(lock_path.read_text())["pid"] == os.getpid()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_lock_of_a_reused_pid_is_stale_and_one_of_another_host_is_held(tmp_path):
+    lock_path = tmp_path / files.LOCK_NAME
+    reused = {"pid": os.getppid(), "host": socket.gethostname(), "command": "train", "process_start": -1, "since": "x"}
+    lock_path.write_text(json.dumps(reused))
+    with pytest.warns(UserWarning, match="taking over the stale lock"):
+        with files.OutputDirLock(tmp_path, "export"):
+            pass
+    elsewhere = dict(reused, host="other-host", pid=1)
+    lock_path.write_text(json.dumps(elsewhere))
+    with pytest.raises(files.OutputDirInUseError, match=r"\(train, PID 1 on other-host, since x\)"):
+        with files.OutputDirLock(tmp_path, "export"):
+            pass
+
+
+@pytest.mark.parametrize(
+    "script, arguments, locked",
+    [
+        ("export.py", ["--model_dir={tmp}/trained", "--base_dir={tmp}/serving", "--name=emo"], "serving/emo"),
+        ("ablation.py", ["--tfrecords={tmp}/tfrecords", "--output_dir={tmp}/ablation"], "ablation"),
+    ],
+)
+def test_export_and_ablation_refuse_an_output_folder_in_use(tmp_path, lock_holder, script, arguments, locked):
+    holder = lock_holder(tmp_path / locked)
+    command = [sys.executable, str(REPO_ROOT / "scripts" / script), *(a.format(tmp=tmp_path) for a in arguments)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines()[-1].startswith(
+        f"{script[:-3]}: {tmp_path / locked} is in use by another run (holder, PID {holder.pid} on "
+    )
+    assert os.listdir(tmp_path / locked) == [files.LOCK_NAME]

@@ -18,6 +18,9 @@ flags.DEFINE_string("data", None, "A TFRecord folder (read with --split) or a gl
 flags.DEFINE_string("split", "val", "Split to evaluate when --data is a folder.")
 flags.DEFINE_string("output_dir", None, "Output folder; default <model_dir>/evaluation_<split>.")
 flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
+flags.DEFINE_bool(
+    "allow_incomplete", False, "Evaluate data whose preprocessing did not finish (manifest complete: false)."
+)
 flags.mark_flags_as_required(["model_dir", "data"])
 
 
@@ -25,7 +28,14 @@ def main(argv):
     del argv
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, f"evaluation_{FLAGS.split}")
     try:
-        report = evaluate_model_dir(FLAGS.model_dir, FLAGS.data, FLAGS.split, output_dir, FLAGS.batch_size)
+        report = evaluate_model_dir(
+            FLAGS.model_dir,
+            FLAGS.data,
+            FLAGS.split,
+            output_dir,
+            FLAGS.batch_size,
+            allow_incomplete=FLAGS.allow_incomplete,
+        )
     except (FileNotFoundError, ValueError) as error:
         raise app.UsageError(str(error)) from None
     print(summarize(report))

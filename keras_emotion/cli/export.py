@@ -6,9 +6,13 @@ Writes `<base_dir>/<name>/<version>/` (saved_model.pb + variables/), the version
 than the largest existing one unless --version is given, and prints its path.
 """
 
+import os
+import sys
+
 from absl import app, flags
 
 from keras_emotion.export import export_trained_model
+from keras_emotion.files import OutputDirInUseError, OutputDirLock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A trained-model folder (model.keras + model_info.json) from training.")
@@ -22,7 +26,10 @@ flags.mark_flags_as_required(["model_dir", "base_dir"])
 def main(argv):
     del argv
     try:
-        path = export_trained_model(FLAGS.model_dir, FLAGS.base_dir, FLAGS.name, FLAGS.version, FLAGS.overwrite)
+        with OutputDirLock(os.path.join(FLAGS.base_dir, FLAGS.name), "export"):
+            path = export_trained_model(FLAGS.model_dir, FLAGS.base_dir, FLAGS.name, FLAGS.version, FLAGS.overwrite)
+    except OutputDirInUseError as error:
+        sys.exit(f"export: {error}")
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise app.UsageError(str(error)) from None
     print(f"exported {path} (signatures serving_default, encoded_frames, tf_example)")

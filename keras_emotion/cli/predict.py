@@ -12,7 +12,7 @@ keras_emotion.inference.predictor for the JSON written. Prints one line per trac
 import dataclasses
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from keras_emotion.data.video import InputError
 from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video, write_prediction
@@ -62,3 +62,7 @@ def main(argv):
             f"  track {track['track']}: frames {track['first_frame']}-{track['last_frame']}, "
             f"{len(track['windows'])} window(s), {track['label']} ({track['probabilities'][track['label']]:.0%})"
         )
+    for track in prediction["dropped_tracks"]:
+        print(f"  track {track['track']} dropped (from frame {track['first_frame']}): {track['reason']}")
+    if not prediction["tracks"] and not prediction["dropped_tracks"]:
+        print("  no face detected in any processed frame")

@@ -7,12 +7,15 @@ command resumes an interrupted run. Prints the report summary.
 """
 
 import os
+import signal
+import sys
 
 from absl import app, flags
 
 from keras_emotion.data.datasets import DATASET_KINDS, load_dataset, split_by_subject
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.preprocess import PreprocessConfig, preprocess_corpus
+from keras_emotion.files import OutputDirInUseError, OutputDirLock
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +56,9 @@ def _split_fractions() -> dict | None:
 
 def main(argv):
     del argv
+    # SIGTERM (timeout, kill, Slurm, docker stop) stops the run like Ctrl-C: the open shards
+    # are dropped and the workers stopped (complete shards stay for the next run).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     fractions = _split_fractions()
     if fractions is not None and FLAGS.folds is not None:
         raise app.UsageError("give --folds or a split by fractions, not both")
@@ -71,5 +77,9 @@ def main(argv):
     )
     output = FLAGS.output or os.path.join(REPO_ROOT, "tfrecords", FLAGS.dataset)
     print(f"{len(clips)} clips of {len(dataset.class_names)} classes -> {output}")
-    report = preprocess_corpus(clips, output, config, FLAGS.workers, dataset.class_names, dataset.skipped)
+    try:
+        with OutputDirLock(output, "preprocess"):
+            report = preprocess_corpus(clips, output, config, FLAGS.workers, dataset.class_names, dataset.skipped)
+    except OutputDirInUseError as error:
+        sys.exit(f"preprocess: {error}")
     print(report.summary())

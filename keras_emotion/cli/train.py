@@ -15,10 +15,13 @@ MultiWorkerMirroredStrategy cluster; otherwise it mirrors over the local GPUs (o
 """
 
 import os
+import sys
 
 from absl import app, flags
 
+from keras_emotion.data.integrity import DataIntegrityError
 from keras_emotion.data.metadata import read_manifest
+from keras_emotion.files import OutputDirInUseError
 from keras_emotion.models.config import BACKBONES, SPATIAL_AGGREGATIONS, TEMPORAL_POOLINGS, ModelConfig
 from keras_emotion.training.config import MIXED_PRECISION_POLICIES, TRAIN_OPTIONS, TrainConfig, train_config
 from keras_emotion.training.task import train
@@ -56,6 +59,9 @@ flags.DEFINE_float("restart_alpha", TrainConfig.restart_alpha, "SGDR: floor as a
 flags.DEFINE_enum("mixed_precision", TrainConfig.mixed_precision, MIXED_PRECISION_POLICIES, "Keras dtype policy.")
 flags.DEFINE_integer("seed", TrainConfig.seed, "Seed of the weights, the shuffling and the augmentation.")
 flags.DEFINE_string("output_dir", TrainConfig.output_dir, "Folder of checkpoints, logs and the trained model.")
+flags.DEFINE_bool(
+    "allow_incomplete", False, "Train on data whose preprocessing did not finish (manifest complete: false)."
+)
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Progress: 1 bar per epoch, 2 one line per epoch.")
 
 
@@ -84,7 +90,10 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     verbose = FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose)
-    model, history = train(config, verbose=verbose)
+    try:
+        model, history = train(config, verbose=verbose)
+    except (OutputDirInUseError, DataIntegrityError) as error:
+        sys.exit(f"train: {error}")
     monitor = "val_accuracy" if config.val_data else "accuracy"
     print(
         f"{model.name}: best {monitor} of this run {max(history.history[monitor]):.4f}; "

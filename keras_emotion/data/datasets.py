@@ -26,6 +26,7 @@ import random
 import re
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
+from keras_emotion.data import schema
 from keras_emotion.data.video import IMAGE_EXTENSIONS, InputError
 
 VIDEO_EXTENSIONS = frozenset(
@@ -251,7 +252,8 @@ def list_csv(csv_path: str) -> tuple[list, list]:
 
     Relative paths are resolved against the CSV's folder; the clip_id is the path as
     written in the CSV. A missing split is "train", a missing subject "". Rows with a
-    wrong number of cells or an empty path/label are reported skips naming the line.
+    wrong number of cells, an empty path/label or a split name that is not letters, digits
+    and "_" (`schema.SPLIT_NAME`) are reported skips naming the line.
     """
     if not os.path.isfile(csv_path):
         raise InputError(csv_path, "no such CSV file")
@@ -279,6 +281,9 @@ def list_csv(csv_path: str) -> tuple[list, list]:
             continue
         path = os.path.normpath(os.path.join(base, values["path"]))
         split = values.get("split") or DEFAULT_SPLIT
+        if not schema.SPLIT_NAME.match(split):
+            skipped.append(Failure(where, f"split {split!r} is not letters, digits and '_'"))
+            continue
         clips.append(ClipSource(values["path"], path, values["label"], split, values.get("subject", "")))
     return clips, skipped
 

@@ -7,7 +7,8 @@ writes
     <output_dir>/<split>-NNNNN.tfrecord   shards of serialised clips, each at most
                                           `shard_bytes` (unless one clip is larger)
     <output_dir>/manifest.json            class names, counts, parameters, versions, shards
-    <output_dir>/report.json              what this run did, every failure with its reason
+    <output_dir>/report.json              what this run did, every failure with its reason,
+                                          every video kept with fewer frames than it claims
 
 Atomicity and resume. A shard is written as `.<split>-NNNNN.tfrecord.tmp` (never matched
 by `schema.shard_pattern`) and renamed only once closed, so every file that looks like a
@@ -16,7 +17,9 @@ themselves (the one source of truth: no sidecar index can disagree with them); t
 clips are skipped, leftover temp shards of an interrupted run are deleted, and new
 shards continue the numbering. A clip is therefore written exactly once. The manifest
 (written first with `"complete": false`) records the parameters; resuming with other
-parameters or class names is refused. One run per output folder at a time.
+parameters or class names is refused. One run per output folder at a time (scripts/
+preprocess.py holds its `files.OutputDirLock`). Workers end with their parent, even a
+SIGKILLed one (`processes.die_with_parent`).
 
 TensorFlow is imported only where records are written or read, so worker processes,
 which only align faces, start without it.
@@ -43,8 +46,9 @@ import keras_emotion
 from keras_emotion.data import schema
 from keras_emotion.data.datasets import ClipSource, Failure
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, encode_jpeg
-from keras_emotion.data.video import InputError, read_frames, read_image
+from keras_emotion.data.video import InputError, claimed_frame_count, read_frames, read_image
 from keras_emotion.files import TEMP_SUFFIX, read_json, temp_path, write_json_atomically
+from keras_emotion.processes import die_with_parent
 
 STAGES = ("reading", "detection", "landmarks", "alignment", "encoding")
 REPORT_NAME = "report.json"
@@ -72,17 +76,22 @@ class PreprocessConfig:
 
 @dataclasses.dataclass
 class ClipStats:
-    """Counters of processed clips: frames, frames with a detected face, CNN fallbacks, seconds per stage."""
+    """Counters of processed clips: frames, frames with a detected face, CNN fallbacks, seconds
+    per stage; and `truncated_clips`, one record per clip kept although fewer frames decoded
+    than its container claims ({"clip_id", "path", "truncated": True, "frames_read",
+    "frames_expected"}): a truncated file or a decode error mid-video."""
 
     frames: int = 0
     faces_found: int = 0
     cnn_fallbacks: int = 0
     seconds: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    truncated_clips: list = dataclasses.field(default_factory=list)
 
     def add(self, other: "ClipStats") -> None:
         self.frames += other.frames
         self.faces_found += other.faces_found
         self.cnn_fallbacks += other.cnn_fallbacks
+        self.truncated_clips += other.truncated_clips
         for stage, seconds in other.seconds.items():
             self.seconds[stage] += seconds
 
@@ -133,20 +142,28 @@ class Report:
         lines = [
             f"{self.clips} clips: {self.written} written, {self.already_done} already done, "
             f"{len(self.failures)} failures; {self.stats.frames} frames, faces found in "
-            f"{self.faces_found_percent:.1f}%, {self.stats.cnn_fallbacks} CNN fallbacks; "
+            f"{self.faces_found_percent:.1f}%, {self.stats.cnn_fallbacks} CNN fallbacks, "
+            f"{len(self.stats.truncated_clips)} truncated videos kept; "
             f"{self.wall_seconds:.1f} s wall; worker time: {shares}"
         ]
         lines += [f"  failed: {failure}" for failure in self.failures[:max_failures]]
+        lines += [
+            f"  truncated: {clip['path']}: {clip['frames_read']} of {clip['frames_expected']} frames decoded"
+            for clip in self.stats.truncated_clips[:max_failures]
+        ]
         if len(self.failures) > max_failures:
             lines.append(f"  ... and {len(self.failures) - max_failures} more (see {REPORT_NAME})")
         return "\n".join(lines)
 
 
-def _read_clip_frames(source: ClipSource, max_side: int) -> tuple[list, float]:
-    """Frames (F uint8 (H, W, 3) RGB arrays) and fps of a video, a frame folder or a frame list."""
+def _read_clip_frames(source: ClipSource, max_side: int) -> tuple[list, float, int]:
+    """Frames (F uint8 (H, W, 3) RGB arrays), fps and the number of frames expected (the
+    container's claim for a video, else F) of a video, a frame folder or a frame list."""
     if isinstance(source.path, tuple):
-        return [read_image(path, max_side) for path in source.path], 0.0
-    return read_frames(source.path, max_side)
+        frames = [read_image(path, max_side) for path in source.path]
+        return frames, 0.0, len(frames)
+    frames, fps = read_frames(source.path, max_side)
+    return frames, fps, claimed_frame_count(source.path) or len(frames)
 
 
 def process_clip(
@@ -163,7 +180,8 @@ def process_clip(
         aligner: the face aligner (its config gives output size and JPEG quality).
         class_names: the classes; the label is the index of `source.label_name`.
         config: `max_side` applies when reading frames.
-        stats: when given, this clip's frames, faces, CNN fallbacks and seconds are added to it.
+        stats: when given, this clip's frames, faces, CNN fallbacks and seconds are added to
+            it, and its record to `truncated_clips` when fewer frames decoded than expected.
 
     Returns:
         An AlignedClip with F JPEGs of S x S aligned faces, `detected` bool (F,) and
@@ -179,18 +197,26 @@ def process_clip(
     if isinstance(source.path, tuple) and not source.path:
         raise InputError(source.clip_id, "clip has no frame files")
     started = time.perf_counter()
-    frames, fps = _read_clip_frames(source, config.max_side)
+    frames, fps, frames_expected = _read_clip_frames(source, config.max_side)
     reading_seconds = time.perf_counter() - started
     aligned = aligner.align_clip(frames, source=source.display_path)
     started = time.perf_counter()
     jpegs = [encode_jpeg(face, aligner.config.jpeg_quality) for face in aligned.faces]
     if stats is not None:
+        truncated = {
+            "clip_id": source.clip_id,
+            "path": source.display_path,
+            "truncated": True,
+            "frames_read": len(frames),
+            "frames_expected": frames_expected,
+        }
         stats.add(
             ClipStats(
                 frames=len(jpegs),
                 faces_found=int(aligned.detected.sum()),
                 cnn_fallbacks=aligned.cnn_fallbacks,
                 seconds={"reading": reading_seconds, **aligned.seconds, "encoding": time.perf_counter() - started},
+                truncated_clips=[truncated] if len(frames) < frames_expected else [],
             )
         )
     return schema.AlignedClip(
@@ -243,8 +269,10 @@ def run_clip(
 _worker_state: dict = {}
 
 
-def _start_worker(class_names: Sequence[str], config: PreprocessConfig) -> None:
-    """Initializer of a worker process: its own FaceAligner."""
+def _start_worker(parent_pid: int, class_names: Sequence[str], config: PreprocessConfig) -> None:
+    """Initializer of a worker process: ends with its parent `parent_pid` (even a SIGKILLed
+    one); its own FaceAligner."""
+    die_with_parent(parent_pid)
     _worker_state.update(aligner=FaceAligner(config.alignment), class_names=class_names, config=config)
 
 
@@ -267,7 +295,7 @@ def _outcomes_in_pool(clips: Sequence[ClipSource], class_names, config, num_work
         num_workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(class_names, config),
+        initargs=(os.getpid(), class_names, config),
     )
     waiting = iter(clips)
     pending = set()

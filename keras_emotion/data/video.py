@@ -186,6 +186,22 @@ def video_fps(path: str) -> float:
     return fps if math.isfinite(fps) and fps > 0 else 0.0
 
 
+def claimed_frame_count(path: str) -> int:
+    """The number of frames the container of a video claims to hold (OpenCV's
+    CAP_PROP_FRAME_COUNT, from its header or index); 0 for folders, image files and videos
+    that do not say. Fewer frames decoding than this means a truncated or damaged video."""
+    path = os.fspath(path)
+    _check_exists(path)
+    if os.path.isdir(path) or _is_image_file(path):
+        return 0
+    capture = _open_video(path)
+    try:
+        count = float(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    return int(count) if math.isfinite(count) and count > 0 else 0
+
+
 def read_frames(path: str, max_side: int = 1280) -> tuple[list[np.ndarray], float]:
     """All frames of `path` (see `iter_frames`) and its frame rate (see `video_fps`).
 

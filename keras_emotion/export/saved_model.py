@@ -8,8 +8,11 @@ standard TensorFlow ops: serving needs neither Python nor this package.
 
 Signatures (B clips, F frames per clip, E classes, S = `Preprocessing.image_size`):
 
-    serving_default  frames      uint8  (B, F, H, W, 3)  aligned RGB faces (256 x 256 from
-                                                          preprocessing; any square size works)
+    serving_default  frames      uint8  (B, F, H, W, C)  aligned RGB faces (256 x 256 from
+                                                          preprocessing; any square size works);
+                                                          C = 3, or C = 1 for gray faces, which
+                                                          are given 3 equal channels (as
+                                                          preprocessing reads gray images)
                      num_frames  int32  (B,)             real frames of each clip; frames
                                                           [b, num_frames[b]:] are padding
     encoded_frames   frames      string (B, F)           JPEG aligned faces ({"b64": ...} over
@@ -30,6 +33,10 @@ kept. JPEG frames (encoded_frames, tf_example) go through the pipeline's own dec
 DCT scaling, then area averaging), so they give exactly the numbers of
 `build_dataset(training=False, sampling="all")`. uint8 frames are area-averaged (bilinear when
 enlarged) from full resolution, which differs slightly from a DCT-scaled decode of a JPEG.
+
+A request without clips (B = 0) or with frames of another number of channels fails with an
+InvalidArgumentError saying so (TF Serving returns it as the error of the request), not with a
+shape error deep in the model.
 
 Any number of frames is accepted whatever F the model was built for: such a model is rebuilt
 from its config with a free frame axis and given the same weights (Keras checks the shapes of
@@ -160,6 +167,16 @@ def _build_export_archive(
         return outputs
 
     def from_pixels(frames, num_frames):
+        channels = tf.shape(frames)[-1]
+        frames = _checked_clips(
+            frames,
+            tf.debugging.assert_equal(
+                tf.logical_or(tf.equal(channels, 1), tf.equal(channels, 3)),
+                True,
+                message="frames must have 3 (RGB) or 1 (gray) channels on their last axis",
+            ),
+        )
+        frames = tf.cond(tf.equal(channels, 1), lambda: tf.tile(frames, [1, 1, 1, 1, 3]), lambda: frames)
         clip_length = tf.shape(frames)[1]
         tf.debugging.assert_equal(
             tf.shape(num_frames)[0], tf.shape(frames)[0], message="num_frames needs one entry per clip of frames"
@@ -172,6 +189,7 @@ def _build_export_archive(
         return predict(resize_and_crop_pixels(frames, preprocessing), frame_mask)
 
     def from_jpegs(frames):
+        frames = _checked_clips(frames)
         return predict(*_decode_jpeg_clips(frames, preprocessing))
 
     def from_examples(examples):
@@ -189,13 +207,23 @@ def _build_export_archive(
         "serving_default",
         from_pixels,
         [
-            tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="frames"),
+            tf.TensorSpec([None, None, None, None, None], tf.uint8, name="frames"),
             tf.TensorSpec([None], tf.int32, name="num_frames"),
         ],
     )
     archive.add_endpoint("encoded_frames", from_jpegs, [tf.TensorSpec([None, None], tf.string, name="frames")])
     archive.add_endpoint("tf_example", from_examples, [tf.TensorSpec([None], tf.string, name="examples")])
     return archive
+
+
+def _checked_clips(frames, *other_checks):
+    """`frames` (B, ...), once a request without clips (B = 0) and `other_checks` (assert ops)
+    have failed with their messages: the model runs only on checked frames."""
+    has_clips = tf.debugging.assert_positive(
+        tf.shape(frames)[0], message="the request holds no clip (frames has batch size 0); send at least one clip"
+    )
+    with tf.control_dependencies([has_clips, *other_checks]):
+        return tf.identity(frames)
 
 
 def resize_and_crop_pixels(frames, preprocessing: Preprocessing):

@@ -118,12 +118,12 @@ class VideoPredictor:
         self.peak_buffered_faces = 0
         self._live = {}  # track id -> _Track
         self._finished = []  # reports of the ended tracks
-        self._dropped = set()  # ids of the tracks with fewer than min_detections detections
+        self._dropped = []  # reports of the tracks with fewer than min_detections detections
         self._frame_records = []
 
     def run(self, frames: Iterable[tuple]) -> dict:
         """Processes `(frame index, uint8 (H, W, 3) RGB frame)` pairs in order; returns the
-        "frames" and "tracks" parts of the prediction (see `predict_video`)."""
+        "frames", "tracks" and "dropped_tracks" parts of the prediction (see `predict_video`)."""
         frames = iter(frames)
         while True:
             started = time.perf_counter()
@@ -134,10 +134,12 @@ class VideoPredictor:
             self._process(*next_frame)
         for track in list(self._live.values()):
             self._end(track)
+        dropped_ids = {report["track"] for report in self._dropped}
         for record in self._frame_records:
-            record["tracks"] = {key: box for key, box in record["tracks"].items() if int(key) not in self._dropped}
+            record["tracks"] = {key: box for key, box in record["tracks"].items() if int(key) not in dropped_ids}
         tracks = sorted(self._finished, key=lambda report: report["track"])
-        return {"frames": self._frame_records, "tracks": tracks}
+        dropped = sorted(self._dropped, key=lambda report: report["track"])
+        return {"frames": self._frame_records, "tracks": tracks, "dropped_tracks": dropped}
 
     def _process(self, frame_index: int, frame: np.ndarray) -> None:
         started = time.perf_counter()
@@ -208,8 +210,17 @@ class VideoPredictor:
     def _end(self, track: _Track) -> None:
         """Predicts the track's last window and files its report (or drops it)."""
         track.pending = []  # frames after the last detection are not part of the track
-        if sum(track.detected) < self.config.min_detections:
-            self._dropped.add(track.track_id)
+        detections = int(sum(track.detected))
+        if detections < self.config.min_detections:
+            self._dropped.append(
+                {
+                    "track": track.track_id,
+                    "first_frame": track.first_frame,
+                    "detected_frames": detections,
+                    "reason": f"detected in {detections} frame{'' if detections == 1 else 's'}, fewer than "
+                    f"min_detections={self.config.min_detections}",
+                }
+            )
             return
         window = track.windows.finish()
         if window is not None:
@@ -266,6 +277,8 @@ def predict_video(
                 "label", "probabilities", "frame_importance": one value per frame of the
                 window, summing to 1}]}. Track frames are first_frame, first_frame +
                 frame_step, ... (the same in a window).
+            dropped_tracks: per track left out {"track", "first_frame", "detected_frames",
+                "reason"} (e.g. "detected in 1 frame, fewer than min_detections=3").
             stats: frames_read, frames_processed, peak_buffered_faces, seconds per stage.
 
     Raises:

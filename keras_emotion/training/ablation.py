@@ -273,6 +273,12 @@ def write_folds(tfrecords: str, output_dir: str, folds: int, split_seed: int = 0
             "fold": fold,
             "folds": folds,
             "counts": {"train": sum(sizes[other] for other in others), "val": sizes[fold]},
+            # the fold's own shards, which `integrity.verify_shards` counts (not the corpus's)
+            "shards": [{"file": os.path.basename(val_shards[fold]), "split": "val", "clips": sizes[fold]}]
+            + [
+                {"file": f"train-{index:05d}{schema.SHARD_SUFFIX}", "split": "train", "clips": sizes[other]}
+                for index, other in enumerate(others)
+            ],
         }
         write_json_atomically(manifest_path(fold_dir(output_dir, fold)), fold_manifest)
     assignment = {**wanted, "class_names": class_names, "clips": fold_of_clip, "subjects": subject_folds}

@@ -40,6 +40,8 @@ class TrainConfig:
         mixed_precision: one of MIXED_PRECISION_POLICIES.
         seed: seed of the weight initialisation (the inputs have their own `seed`).
         output_dir: folder receiving checkpoints, logs and the trained model.
+        allow_incomplete: train on data whose preprocessing did not finish (its manifest
+            says `"complete": false`) instead of refusing it.
     """
 
     train_data: InputConfig
@@ -58,6 +60,7 @@ class TrainConfig:
     mixed_precision: str = "none"
     seed: int = 0
     output_dir: str = "runs/emotion"
+    allow_incomplete: bool = False
 
     def __post_init__(self):
         if isinstance(self.model, dict):
@@ -152,6 +155,7 @@ TRAIN_OPTIONS = {
     "mixed_precision": ("mixed_precision",),
     "seed": ("seed", "train_data.seed", "val_data.seed"),
     "output_dir": ("output_dir",),
+    "allow_incomplete": ("allow_incomplete",),
     "val_split": ("val_data.split",),  # "" = no validation
 }
 

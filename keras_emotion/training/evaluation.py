@@ -27,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data.config import InputConfig
+from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.metadata import manifest_path, read_manifest
-from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset
+from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
 from keras_emotion.training.task import TrainedModel, load_trained_model
@@ -88,7 +89,9 @@ def predict_clips(model: keras.Model, input_config: InputConfig) -> ClipPredicti
     return ClipPredictions(clip_ids, np.concatenate(labels), np.concatenate(probabilities))
 
 
-def evaluate(trained: TrainedModel, data: str, split: str = "val", batch_size: int = 8) -> dict:
+def evaluate(
+    trained: TrainedModel, data: str, split: str = "val", batch_size: int = 8, allow_incomplete: bool = False
+) -> dict:
     """Evaluates `trained` on all frames of every clip of `data`.
 
     Args:
@@ -96,6 +99,7 @@ def evaluate(trained: TrainedModel, data: str, split: str = "val", batch_size: i
         data: a TFRecord directory, read with `split`, or a glob of shards.
         split: the split to read from a directory.
         batch_size: clips per batch (each batch is padded to its longest clip).
+        allow_incomplete: evaluate shards whose manifest says `"complete": false`.
 
     Returns:
         `metrics.classification_report` of the clips, plus "data" (the shard glob), "sampling"
@@ -105,8 +109,11 @@ def evaluate(trained: TrainedModel, data: str, split: str = "val", batch_size: i
     Raises:
         ValueError: no shards or clips, a manifest beside the shards whose class names differ
             from the model's (naming the manifest), or labels outside the model's classes.
+        integrity.DataIntegrityError (a ValueError): a corrupt shard or an incomplete
+            manifest (see `integrity.verify_shards`).
     """
     input_config = evaluation_input(trained, data, split, batch_size)
+    verify_shards(list_shards(input_config), allow_incomplete)
     _check_class_names(trained, input_config)
     clips = predict_clips(with_any_number_of_frames(trained.model), input_config)
     class_names = trained.info.class_names
@@ -128,7 +135,13 @@ def evaluate(trained: TrainedModel, data: str, split: str = "val", batch_size: i
 
 
 def evaluate_model_dir(
-    model_dir: str, data: str, split: str, output_dir: str, batch_size: int = 8, title: Optional[str] = None
+    model_dir: str,
+    data: str,
+    split: str,
+    output_dir: str,
+    batch_size: int = 8,
+    title: Optional[str] = None,
+    allow_incomplete: bool = False,
 ) -> dict:
     """Loads the trained model of `model_dir`, evaluates it (see `evaluate`) and writes
     `<output_dir>/evaluation.json` (the report plus "model_dir") and
@@ -137,7 +150,7 @@ def evaluate_model_dir(
     Returns:
         The report, with "json" and "png" giving the paths written.
     """
-    report = evaluate(load_trained_model(model_dir), data, split, batch_size)
+    report = evaluate(load_trained_model(model_dir), data, split, batch_size, allow_incomplete)
     report["model_dir"] = model_dir
     json_path = save_report_json(report, os.path.join(output_dir, EVALUATION_FILE))
     title = title if title is not None else f"{split} clips, all frames"

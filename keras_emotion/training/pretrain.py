@@ -16,8 +16,8 @@ Files under `output_dir`:
     compact_fer2013.weights.h5    the BACKBONE's weights at the best epoch (best val accuracy);
                                   load with ModelConfig(backbone="compact", backbone_weights=...)
     compact_fer2013.json          classes, image size, epochs, per-epoch history, best epoch
-    backup/                       BackupAndRestore state; a rerun after a crash resumes from it
-                                  (deleted when training completes)
+    backup/                       `callbacks.EpochBackup` state; a rerun after a crash or a
+                                  kill resumes from it (deleted when training completes)
 
 Both files are written under a temporary name and renamed, after every epoch that improves on
 the best validation accuracy (the JSON after every epoch).
@@ -38,6 +38,7 @@ import tensorflow as tf
 from keras_emotion.data.video import InputError
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models.backbones import build_backbone
+from keras_emotion.training.callbacks import EpochBackup
 from keras_emotion.training.optimizers import warmup_cosine_adamw
 
 BACKBONE = "compact"
@@ -347,7 +348,7 @@ class BestBackboneCheckpoint(keras.callbacks.Callback):
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        del self.history[epoch:]  # epochs BackupAndRestore makes us run again
+        del self.history[epoch:]  # epochs EpochBackup makes us run again
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -456,7 +457,7 @@ def pretrain(
         steps_per_epoch=steps_per_epoch,
         validation_data=evaluation_dataset(val_split, config.batch_size),
         shuffle=False,  # training_dataset shuffles
-        callbacks=[checkpoint, keras.callbacks.BackupAndRestore(backup_dir), *callbacks],
+        callbacks=[checkpoint, EpochBackup(backup_dir), *callbacks],
         verbose=verbose,
     )
     return PretrainResult(weights_path, report_path, checkpoint.write_report(completed=True))

@@ -9,14 +9,15 @@ builds everything inside the distribution strategy's scope and runs `model.fit`.
     model      = models.build_model(config.model)        (inside strategy.scope())
     loss       = sparse cross-entropy of p(c), "probabilities" (B, E), clipped away from 0,
                  + the spatial-attention penalty, which the model adds with add_loss
-    optimizer  = optimizers.two_rate_sgd              (SGD + SGDR, backbone lr / head lr)
-    callbacks  = learning rates -> logs, BackupAndRestore, best-epoch ModelCheckpoint,
-                 TensorBoard, CSVLogger, console progress
+    optimizer  = optimizers.two_rate_sgd                 (SGD + SGDR, backbone lr / head lr)
+    callbacks  = learning rates -> logs, TensorBoard, history.csv, best-epoch weights,
+                 backup (training.callbacks: each written atomically), console progress
 
 Files under `config.output_dir` (the chief's; other workers use `workers/<task>`):
 
+    .lock                     `files.OutputDirLock`: one training run per folder
     train_config.json         the TrainConfig of the run
-    backup/                   BackupAndRestore state (deleted when training completes)
+    backup/                   `callbacks.EpochBackup` state (deleted when training completes)
     checkpoints/best.weights.h5   weights of the best epoch (val_accuracy, else accuracy)
     history.csv               one row per epoch: loss, accuracy, val_*, learning rates
     logs/                     TensorBoard
@@ -30,7 +31,6 @@ p(c) without dummy targets for "frame_importance" and "spatial_attention".
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import os
 import warnings
@@ -40,11 +40,13 @@ import keras
 from keras import tree
 
 from keras_emotion.data.config import InputConfig
+from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.metadata import batches_per_pass, read_class_names, read_manifest
-from keras_emotion.data.pipeline import build_dataset
-from keras_emotion.files import atomic_write
+from keras_emotion.data.pipeline import build_dataset, list_shards
+from keras_emotion.files import OutputDirLock, atomic_write
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
 from keras_emotion.models.info import ModelInfo, Preprocessing, read_model_info, write_model_info
+from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy, is_multi_worker, worker_output_dir
 from keras_emotion.training.optimizers import group_learning_rates, two_rate_sgd
@@ -89,8 +91,10 @@ def train(
     """Trains the model of `config` and saves it under `config.output_dir/trained`.
 
     Resumes from `config.output_dir/backup` when a previous run of the same config was
-    interrupted. Call it before any other TensorFlow work in the process (the strategy, in
-    particular MultiWorkerMirroredStrategy, must be created first).
+    interrupted. Checks every shard first (`integrity.verify_shards`) and holds the lock of
+    the output folder (`files.OutputDirLock`) while it runs. Call it before any other
+    TensorFlow work in the process (the strategy, in particular MultiWorkerMirroredStrategy,
+    must be created first).
 
     Args:
         config: the TrainConfig.
@@ -101,9 +105,22 @@ def train(
         (model, history): the built model (dict outputs) holding the weights of the best epoch
         (best val_accuracy; best training accuracy without validation data), and the
         `keras.callbacks.History` of `fit`.
+
+    Raises:
+        files.OutputDirInUseError: another live run holds the output folder (naming it).
+        integrity.DataIntegrityError: a corrupt shard, or an unfinished preprocessing run
+            without `config.allow_incomplete` (naming the file).
     """
     strategy = get_strategy()
     output_dir = worker_output_dir(strategy, config.output_dir)
+    with OutputDirLock(output_dir, "train"):
+        return _train_in_locked_dir(config, callbacks, verbose, strategy, output_dir)
+
+
+def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, output_dir: str) -> tuple:
+    """`train` once `output_dir`, the folder of this worker, is locked."""
+    for input_config in filter(None, (config.train_data, config.val_data)):
+        verify_shards(list_shards(input_config), config.allow_incomplete)
     os.makedirs(output_dir, exist_ok=True)
     config.to_json(os.path.join(output_dir, "train_config.json"))
 
@@ -128,23 +145,14 @@ def train(
     backup_dir = os.path.join(output_dir, BACKUP_DIR)
     best_weights = os.path.join(output_dir, BEST_WEIGHTS_FILE)
     history_csv = os.path.join(output_dir, HISTORY_FILE)
-    # A backup exists only when a run in this folder was interrupted: its history and best
-    # epoch so far carry over; otherwise the run starts both afresh.
-    resuming = os.path.isdir(backup_dir)
-    os.makedirs(os.path.dirname(best_weights), exist_ok=True)
+    # Row, best weights, then backup (see training.callbacks): a kill between them makes the
+    # rerun repeat the epoch, rewriting its row.
     task_callbacks = [
         LearningRateLogger(),
-        keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.ModelCheckpoint(
-            best_weights,
-            monitor=monitor,
-            mode="max",
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=_best_recorded(history_csv, monitor) if resuming else None,
-        ),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), write_graph=False),
-        keras.callbacks.CSVLogger(history_csv, append=resuming),
+        EpochCSVLogger(history_csv),
+        BestWeightsCheckpoint(best_weights, monitor, history_csv),
+        EpochBackup(backup_dir),
     ]
     with warnings.catch_warnings():
         # The training data repeats forever, so only the validation data can "run out": that
@@ -285,15 +293,6 @@ def load_trained_model(directory: str) -> TrainedModel:
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{model_path} not found: {directory} is not {what}")
     return TrainedModel(model=keras.models.load_model(model_path, compile=False), info=info)
-
-
-def _best_recorded(history_csv: str, monitor: str) -> Optional[float]:
-    """The best (largest) `monitor` value in the interrupted run's history.csv, or None."""
-    if not os.path.exists(history_csv):
-        return None
-    with open(history_csv, newline="") as file:
-        values = [float(row[monitor]) for row in csv.DictReader(file) if row.get(monitor)]
-    return max(values, default=None)
 
 
 @contextlib.contextmanager

@@ -62,6 +62,7 @@ def test_csv_resolves_relative_paths_and_reports_bad_rows(tmp_path):
         "../videos/c.avi,bored,train,P3\n"
         "../videos/d.avi,happy\n"
         "\n"
+        "../videos/e.avi,happy,bad split!,P4\n"
     )
     dataset = datasets.load_dataset("csv", str(manifest), class_names=["happy", "sad"])
 
@@ -71,6 +72,7 @@ def test_csv_resolves_relative_paths_and_reports_bad_rows(tmp_path):
     ]
     reasons = {skip.path: skip.reason for skip in dataset.skipped}
     assert reasons[f"{manifest}:5"] == "expected 4 cells like the header, found 2"
+    assert reasons[f"{manifest}:7"] == "split 'bad split!' is not letters, digits and '_'"
     assert reasons[str(tmp_path / "videos" / "c.avi")].startswith("unknown label 'bored'")
 
 

@@ -6,6 +6,13 @@ import fnmatch
 import glob
 import json
 import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -22,9 +29,10 @@ from keras_emotion.data.preprocess import (
     preprocess_corpus,
     process_clip,
 )
-from keras_emotion.data.video import InputError, read_image
+from keras_emotion.data.video import InputError, read_frames, read_image
 from keras_emotion.files import temp_path
 
+SCRIPT_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 FAST = PreprocessConfig(alignment=AlignmentConfig(upsample=0))
 
 
@@ -190,3 +198,119 @@ def test_ck48_end_to_end_counts_match_the_folders(ck48_tfrecords, ck48_dir):
     assert collections.Counter(item["label_name"].decode() for item in parsed) == folder_counts
     assert all(item["num_frames"] == 3 and item["landmarks"].shape == (3, 68, 2) for item in parsed)
     assert tf.io.decode_jpeg(parsed[0]["frames"][0]).shape == (schema.IMAGE_SIZE, schema.IMAGE_SIZE, 3)
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (an exited process nobody reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> list:
+    """PIDs of the live child processes of `pid` (from /proc)."""
+    children = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            children.append(int(entry))
+    return children
+
+
+def _start_preprocess(csv_path, output, log) -> subprocess.Popen:
+    command = [
+        sys.executable, str(REPO_ROOT / "scripts" / "preprocess.py"), "--dataset=csv", f"--input={csv_path}",
+        f"--output={output}", "--workers=2", "--upsample=0", "--no_cnn_fallback",
+    ]
+    with open(log, "w") as stream:
+        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=SCRIPT_ENV)
+
+
+def _workers_and_tracker(process: subprocess.Popen, timeout: float = 60) -> list:
+    """The children of preprocess.py once its 2 workers and the resource tracker run."""
+    deadline = time.monotonic() + timeout
+    while len(children := _children(process.pid)) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "preprocess.py did not start its workers"
+        time.sleep(0.05)
+    return children
+
+
+def _wait_until_gone(pids, timeout: float = 30) -> list:
+    """The PIDs still alive after `timeout` seconds (workers may still be importing their
+    libraries when the parent dies: they end once their initializer runs)."""
+    deadline = time.monotonic() + timeout
+    while (alive := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+def test_killed_or_terminated_preprocessing_leaves_no_process_and_a_second_run_is_refused(tmp_path, ck48):
+    """preprocess.py --workers 2 SIGKILLed, then SIGTERMed (a second run meanwhile refused at
+    once), then run to the end: no worker or resource tracker outlives its parent, no temp
+    shard stays, every clip ends up in the shards exactly once."""
+    frames = [path for clip in _every_nth(ck48.clips, 40) for path in clip.path[-1:]]
+    csv_path = tmp_path / "clips.csv"
+    csv_path.write_text("".join(f"{path},{os.path.basename(os.path.dirname(path))}\n" for path in frames))
+    output = tmp_path / "out"
+
+    killed = _start_preprocess(csv_path, output, tmp_path / "killed.log")
+    children = _workers_and_tracker(killed)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=10)
+    assert _wait_until_gone(children) == [], "workers and resource tracker die with their SIGKILLed parent"
+
+    terminated = _start_preprocess(csv_path, output, tmp_path / "terminated.log")
+    children = _workers_and_tracker(terminated)
+    second = subprocess.run(
+        terminated.args, capture_output=True, text=True, env=SCRIPT_ENV, timeout=60
+    )
+    assert second.returncode == 1
+    assert re.search(
+        rf"^preprocess: {output} is in use by another run \(preprocess, PID {terminated.pid} on .*\): wait for it "
+        rf"to end or use another output folder; if that run is gone, delete {output / '.lock'}$",
+        second.stderr, re.MULTILINE,
+    ), second.stderr[-2000:]
+    os.kill(terminated.pid, signal.SIGTERM)
+    assert terminated.wait(timeout=60) != 0
+    assert _wait_until_gone(children) == [], "SIGTERM stops the workers and the resource tracker"
+    log = (tmp_path / "terminated.log").read_text()
+    assert f"taking over the stale lock of PID {killed.pid}" in log
+    assert not [name for name in os.listdir(output) if name.startswith(".")], "no temp shard, no lock left"
+
+    finished = _start_preprocess(csv_path, output, tmp_path / "finished.log")
+    assert finished.wait(timeout=120) == 0, (tmp_path / "finished.log").read_text()[-3000:]
+    manifest = json.loads((output / schema.MANIFEST_NAME).read_text())
+    report = json.loads((output / REPORT_NAME).read_text())
+    assert manifest["complete"] and report["clips"] == len(frames)
+    clip_ids = _clip_ids(str(output))
+    assert len(clip_ids) == len(set(clip_ids)) == len(frames) - len(report["failures"])
+
+
+def test_a_truncated_video_is_kept_and_recorded_in_the_report(tmp_path, small_demo_corpus):
+    intact = str(small_demo_corpus / "Train" / "happy" / "happy_train_000.avi")
+    truncated = str(tmp_path / "happy_truncated.avi")
+    shutil.copy(intact, truncated)
+    os.truncate(truncated, int(os.path.getsize(truncated) * 0.6))
+    frames_read = len(read_frames(truncated)[0])
+    assert 0 < frames_read < 4
+    clips = [ClipSource("intact", intact, "happy"), ClipSource("truncated", truncated, "happy")]
+
+    report = preprocess_corpus(clips, str(tmp_path / "out"), FAST, class_names=["happy"], progress=False)
+
+    assert (report.written, report.failures) == (2, [])
+    record = {
+        "clip_id": "truncated", "path": truncated, "truncated": True, "frames_read": frames_read, "frames_expected": 4
+    }
+    assert report.stats.truncated_clips == [record]
+    saved = json.loads((tmp_path / "out" / REPORT_NAME).read_text())
+    assert saved["stats"]["truncated_clips"] == [record]
+    assert f"  truncated: {truncated}: {frames_read} of 4 frames decoded" in report.summary().splitlines()

@@ -139,6 +139,12 @@ def test_jpeg_padding_may_sit_anywhere_in_a_clip(call_signature, ck48_clips):
          "num_frames exceeds the frames axis"),
         ("serving_default", {"frames": np.zeros((1, 2, 64, 64, 3), np.uint8), "num_frames": np.array([0], np.int32)},
          "num_frames >= 1"),
+        ("serving_default", {"frames": np.zeros((0, 2, 64, 64, 3), np.uint8), "num_frames": np.zeros((0,), np.int32)},
+         r"the request holds no clip \(frames has batch size 0\); send at least one clip"),
+        ("serving_default", {"frames": np.zeros((1, 2, 64, 64, 4), np.uint8), "num_frames": np.array([2], np.int32)},
+         r"frames must have 3 \(RGB\) or 1 \(gray\) channels on their last axis"),
+        ("encoded_frames", {"frames": np.zeros((0, 2), dtype=object)}, r"the request holds no clip"),
+        ("tf_example", {"examples": np.zeros((0,), dtype=object)}, r"the request holds no clip"),
         ("encoded_frames", {"frames": np.array([[b"", b""]], dtype=object)}, "at least one non-empty JPEG"),
         ("encoded_frames", {"frames": np.array([[b"not a jpeg"]], dtype=object)}, "image"),
     ],
@@ -146,6 +152,16 @@ def test_jpeg_padding_may_sit_anywhere_in_a_clip(call_signature, ck48_clips):
 def test_bad_requests_fail_with_a_clear_message(call_signature, signature, inputs, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call_signature(signature, inputs)
+
+
+def test_gray_frames_are_served_as_three_equal_channels(call_signature, ck48_clips):
+    gray = tf.io.decode_jpeg(ck48_clips[0].frames_jpeg[0], channels=1).numpy()
+    frames = np.stack([gray, gray])[np.newaxis]  # (1, 2, H, W, 1)
+    num_frames = np.array([2], np.int32)
+    served = call_signature("serving_default", {"frames": frames, "num_frames": num_frames})
+    as_rgb = call_signature("serving_default", {"frames": np.repeat(frames, 3, axis=-1), "num_frames": num_frames})
+    for name in ("probabilities", "frame_importance"):
+        np.testing.assert_array_equal(served[name], as_rgb[name])
 
 
 def test_the_graph_holds_only_standard_tensorflow_ops(exported_dir):
@@ -179,7 +195,7 @@ def test_saved_model_cli_lists_the_signatures(exported_dir):
     for name in ("frames", "num_frames", "examples", "probabilities", "label", "frame_importance", "spatial_attention"):
         assert f"['{name}'] tensor_info" in text, name
     serving_default = text.split("signature_def['serving_default']")[1].split("signature_def[")[0]
-    assert "DT_UINT8" in serving_default and "(-1, -1, -1, -1, 3)" in serving_default
+    assert "DT_UINT8" in serving_default and "(-1, -1, -1, -1, -1)" in serving_default
     assert "DT_STRING" in serving_default  # the label
 
 

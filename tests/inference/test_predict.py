@@ -142,3 +142,27 @@ def test_write_prediction_and_the_command_line(tmp_path, sequence_path, tiny_tra
     assert written["frame_step"] == 2 and written["window"] == 8 and written["stride"] == 4
     assert (track["first_frame"], track["last_frame"], track["num_frames"]) == (0, 10, 6)
     assert f"track 0: frames 0-10, 1 window(s), {track['label']}" in ran.stdout
+
+
+def test_a_one_frame_video_says_why_its_track_was_dropped(tmp_path, sequence_path, tiny_trained_model_dir, write_avi):
+    frames, _ = read_frames(sequence_path)
+    video = tmp_path / "one_frame.avi"
+    write_avi(video, frames[40:41], fps=25.0)
+    output = tmp_path / "one_frame.json"
+    ran = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), "--model", tiny_trained_model_dir]
+        + ["--input", str(video), "--output", str(output), "--upsample", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    written = json.loads(output.read_text())
+    reason = "detected in 1 frame, fewer than min_detections=3"
+    assert written["tracks"] == []
+    assert written["dropped_tracks"] == [{"track": 0, "first_frame": 0, "detected_frames": 1, "reason": reason}]
+    assert written["frames"] == [{"frame": 0, "faces": 1, "tracks": {}}]
+    assert ran.stdout.splitlines()[-2:] == [
+        f"{video}: 1 frames read, 1 processed, 0 face track(s) -> {output}",
+        f"  track 0 dropped (from frame 0): {reason}",
+    ]

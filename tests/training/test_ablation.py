@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from keras_emotion.data import schema
+from keras_emotion.data.integrity import verify_shards
 from keras_emotion.training.ablation import (
     ABLATION_ROWS,
     METRICS_FILE,
@@ -86,6 +88,19 @@ def test_folds_never_share_a_subject(ck48_raw_tfrecords, tmp_path):
     assert os.stat(os.path.join(fold_dir(str(tmp_path), 0), "val-00000.tfrecord")).st_mtime_ns == stamp
     with pytest.raises(ValueError, match=r"assignment\.json: the folds there were made with"):
         write_folds(ck48_raw_tfrecords, str(tmp_path), folds=4, split_seed=5)
+
+
+def test_fold_manifests_list_the_folds_own_shards(ck48_raw_tfrecords, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in os.listdir(ck48_raw_tfrecords):
+        shutil.copy(os.path.join(ck48_raw_tfrecords, name), corpus)
+    corpus_shards = [{"file": name, "split": "train", "clips": 24} for name in sorted(os.listdir(corpus))]
+    manifest = {"complete": True, "class_names": ["anger", "contempt", "disgust"], "shards": corpus_shards}
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    write_folds(str(corpus), str(tmp_path / "ablation"), folds=3, split_seed=5)
+    for fold in range(3):
+        verify_shards(sorted(tf.io.gfile.glob(os.path.join(fold_dir(str(tmp_path / "ablation"), fold), "*.tfrecord"))))
 
 
 def test_a_tiny_ablation_writes_the_table_and_resumes(ck48_raw_tfrecords, tmp_path):

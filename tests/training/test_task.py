@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_dataset
+from keras_emotion.files import OutputDirInUseError
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
 from keras_emotion.models.info import MODEL_INFO_FILE, Preprocessing
 from keras_emotion.training.config import TrainConfig
@@ -247,3 +248,18 @@ def test_loading_a_folder_without_a_model_names_the_file(tmp_path):
     (tmp_path / "model.keras").write_text("")
     with pytest.raises(ValueError, match=f"{MODEL_INFO_FILE}: not valid JSON"):
         load_trained_model(str(tmp_path))
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused_naming_the_first(ck48_raw_tfrecords, tmp_path, lock_holder):
+    output_dir = tmp_path / "run"
+    first = lock_holder(output_dir)
+    data = dict(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, global_batch_size=8)
+    config = TrainConfig(
+        train_data=InputConfig(ck48_raw_tfrecords, training=True, **data),
+        model=ModelConfig(num_classes=7, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE),
+        output_dir=str(output_dir),
+    )
+    refusal = rf"^{output_dir} is in use by another run \(holder, PID {first.pid} on "
+    with pytest.raises(OutputDirInUseError, match=refusal):
+        train(config, verbose=0)
+    assert os.listdir(output_dir) == [".lock"], "the refused run wrote nothing"
