@@ -340,6 +340,16 @@ class FaceAligner:
             for rectangle, box, score in zip(rectangles, boxes, scores)
         ]
 
+    def landmarks_in_box(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(K, 2) landmarks, in image pixels, fitted in a given (4,) [left, top, right, bottom]
+        box of one full-resolution image (e.g. a face's box followed from an earlier frame).
+
+        The shape predictor always returns a face shape inside the box: it does not tell
+        whether a face is there.
+        """
+        rgb = as_rgb_uint8(image)
+        return self._landmarks(rgb, 1, box_rectangle(box), dict.fromkeys(_STAGES, 0.0))
+
     def align_to_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Aligns one image with given (K, 2) landmarks (e.g. from `find_faces`), like `align_clip` does.
 

@@ -1,8 +1,16 @@
 """Emotion prediction on raw videos: every face tracked, aligned and classified in sliding windows.
 
-    frames of the video (streamed by `iter_frames`, every `frame_step`-th one)
-      -> FaceAligner.find_faces                  all faces of the frame: boxes and landmarks
+    frames of the video (decoded by `iter_frames` in a reader thread, every `frame_step`-th one)
+      -> FaceAligner.find_faces                  every `detect_every`-th frame: all faces of
+                                                 the frame, boxes and landmarks
       -> FaceTracker.update                      detections -> tracks (IoU, else centre distance)
+         in the frames between detections, each detected face is followed: its landmarks are
+         fitted in its last box (FaceAligner.landmarks_in_box), the box moves with them
+         (follow_box); when a followed face leaves the frame or its aligned face changes more
+         than `max_appearance_change` (a cut, an occlusion), it is lost and the frame is
+         detected at once. New faces are found at the next detection. Followed frames join a
+         track when the next detection finds its face again or when following loses a face,
+         else (the next detection misses the face) they count as missed.
       -> FaceAligner.align_to_landmarks          the frame aligned on each track's face; a frame
                                                  where a track's face was missed is aligned with
                                                  its last landmarks and kept only if the face
@@ -45,7 +53,8 @@ from keras_emotion.data.faces import AlignmentConfig, FaceAligner
 from keras_emotion.data.video import iter_frames, video_fps
 from keras_emotion.files import write_json_atomically
 from keras_emotion.inference.clip_model import ClipModel, default_alignment, uniform_frame_indices
-from keras_emotion.inference.tracking import FaceTracker, SlidingWindows, Window
+from keras_emotion.inference.reader import read_ahead
+from keras_emotion.inference.tracking import FaceTracker, SlidingWindows, Window, appearance_change, follow_box
 
 DEFAULT_WINDOW = 16  # frames per window for models that take windows as they are
 
@@ -64,6 +73,10 @@ class PredictConfig:
         min_detections: tracks detected in fewer frames are dropped (detector false positives).
         iou_threshold: a detection continues a track when their boxes overlap at least this much ...
         max_centre_distance: ... or else when their centres are closer than this many box widths.
+        detect_every: run the face detector on every detect_every-th processed frame and
+            follow the faces in between; 1 detects on every frame (slower, the path before).
+        max_appearance_change: a followed face whose aligned face differs from the previous
+            frame's by more than this mean absolute gray difference (0..255, at 32 px) is lost.
     """
 
     window: Optional[int] = None
@@ -74,9 +87,13 @@ class PredictConfig:
     min_detections: int = 3
     iou_threshold: float = 0.3
     max_centre_distance: float = 0.5
+    detect_every: int = 5
+    max_appearance_change: float = 30.0
 
     def __post_init__(self):
-        for field in ("frame_step", "max_side", "min_detections"):
+        if self.max_appearance_change <= 0:
+            raise ValueError(f"PredictConfig.max_appearance_change={self.max_appearance_change}; must be > 0")
+        for field in ("frame_step", "max_side", "min_detections", "detect_every"):
             if getattr(self, field) < 1:
                 raise ValueError(f"PredictConfig.{field}={getattr(self, field)}; must be >= 1")
         if self.max_missed < 0:
@@ -90,8 +107,12 @@ class _Track:
         self.track_id = track_id
         self.first_frame = first_frame
         self.windows = windows
-        self.landmarks = None  # (K, 2) of the last detection
-        self.pending = []  # (frame index, aligned face) of frames missed since the last detection
+        self.landmarks = None  # (K, 2) of the last detection or followed frame
+        self.box = None  # (4,) box of those landmarks while the face is followed, else None
+        self.face = None  # the last aligned face, to tell when following loses it
+        # (frame index, aligned face, followed) of the frames since the last detection:
+        # followed ones join the track when the next detection finds it, the others are missed.
+        self.pending = []
         self.detected = []  # per committed frame
         self.importance_sums = []  # per committed frame: sum of its importance over windows
         self.window_results = []
@@ -114,8 +135,10 @@ class VideoPredictor:
         self.stride = config.stride or max(1, self.window // 2)
         SlidingWindows(self.window, self.stride)  # checks window and stride before any work
         self.tracker = FaceTracker(config.iou_threshold, config.max_centre_distance, config.max_missed)
-        self.seconds = dict.fromkeys(("reading", "detection", "alignment", "model"), 0.0)
+        self.seconds = dict.fromkeys(("reading", "detection", "tracking", "alignment", "model"), 0.0)
         self.peak_buffered_faces = 0
+        self.detector_frames = 0
+        self._since_detection = None  # processed frames since the last detection
         self._live = {}  # track id -> _Track
         self._finished = []  # reports of the ended tracks
         self._dropped = set()  # ids of the tracks with fewer than min_detections detections
@@ -133,6 +156,7 @@ class VideoPredictor:
                 break
             self._process(*next_frame)
         for track in list(self._live.values()):
+            self._commit_followed(track)
             self._end(track)
         for record in self._frame_records:
             record["tracks"] = {key: box for key, box in record["tracks"].items() if int(key) not in self._dropped}
@@ -140,9 +164,60 @@ class VideoPredictor:
         return {"frames": self._frame_records, "tracks": tracks}
 
     def _process(self, frame_index: int, frame: np.ndarray) -> None:
+        """Follows the faces into the frame between detections, else (or when one is lost)
+        detects them."""
+        if self._since_detection is not None and self._since_detection + 1 < self.config.detect_every:
+            followed = self._follow(frame)
+            if followed is not None:
+                self._add_followed(frame_index, frame, followed)
+                self._since_detection += 1
+                return
+            for track in self._live.values():  # lost here: the frames followed so far are kept
+                self._commit_followed(track)
+        self._detect(frame_index, frame)
+        self._since_detection = 0
+
+    def _follow(self, frame: np.ndarray) -> Optional[dict]:
+        """Each followed face in (H, W, 3) `frame`: {track id: (box (4,), landmarks (K, 2),
+        aligned face (S, S, 3))}, or None when one is lost."""
+        followed = {}
+        for track in self._live.values():
+            if track.box is None:
+                continue
+            started = time.perf_counter()
+            landmarks = self.aligner.landmarks_in_box(frame, track.box)
+            box = follow_box(track.box, track.landmarks, landmarks)
+            self.seconds["tracking"] += time.perf_counter() - started
+            centre_x, centre_y = (box[:2] + box[2:]) / 2
+            if not (0 <= centre_x < frame.shape[1] and 0 <= centre_y < frame.shape[0]):
+                return None
+            face = self._align(frame, landmarks)
+            started = time.perf_counter()
+            change = appearance_change(track.face, face)
+            self.seconds["tracking"] += time.perf_counter() - started
+            if change > self.config.max_appearance_change:
+                return None
+            followed[track.track_id] = (box, landmarks, face)
+        return followed
+
+    def _add_followed(self, frame_index: int, frame: np.ndarray, followed: dict) -> None:
+        """Keeps the faces `_follow` found in the frame; the other live tracks miss it."""
+        for track_id in self.tracker.update_followed({track_id: box for track_id, (box, _, _) in followed.items()}):
+            self._end(self._live.pop(track_id))
+        for track_id, (box, landmarks, face) in followed.items():
+            track = self._live[track_id]
+            track.box, track.landmarks, track.face = box, landmarks, face
+            track.pending.append((frame_index, face, True))
+        for track_id in set(self._live) - set(followed):
+            track = self._live[track_id]
+            track.pending.append((frame_index, self._align(frame, track.landmarks), False))
+        self._record_frame(frame_index, {track_id: box for track_id, (box, _, _) in followed.items()}, False)
+
+    def _detect(self, frame_index: int, frame: np.ndarray) -> None:
         started = time.perf_counter()
         detections = self.aligner.find_faces(frame)
         self.seconds["detection"] += time.perf_counter() - started
+        self.detector_frames += 1
         track_ids, ended = self.tracker.update([detection.box for detection in detections])
         for track_id in ended:
             self._end(self._live.pop(track_id))
@@ -150,19 +225,28 @@ class VideoPredictor:
             track = self._live.get(track_id)
             if track is None:
                 track = self._live[track_id] = _Track(track_id, frame_index, SlidingWindows(self.window, self.stride))
-            track.landmarks = detection.landmarks
-            for pending_index, pending_face in track.pending:
-                self._commit(track, pending_index, pending_face, detected=False)
+            track.landmarks, track.box = detection.landmarks, detection.box
+            for pending_index, pending_face, followed in track.pending:
+                self._commit(track, pending_index, pending_face, detected=followed)
             track.pending = []
-            self._commit(track, frame_index, self._align(frame, detection.landmarks), detected=True)
+            track.face = self._align(frame, detection.landmarks)
+            self._commit(track, frame_index, track.face, detected=True)
         for track_id in set(self._live) - set(track_ids):
             track = self._live[track_id]
-            track.pending.append((frame_index, self._align(frame, track.landmarks)))
+            track.box = None  # not followed until detected again; its followed frames are missed
+            track.pending = [(index, face, False) for index, face, _ in track.pending]
+            track.pending.append((frame_index, self._align(frame, track.landmarks), False))
+        self._record_frame(frame_index, {track_id: d.box for d, track_id in zip(detections, track_ids)}, True)
+
+    def _record_frame(self, frame_index: int, boxes: dict, detector: bool) -> None:
+        """Files the frame's record: the {track id: box} of the faces detected (`detector`) or
+        followed into it."""
         self._frame_records.append(
             {
                 "frame": frame_index,
-                "faces": len(detections),
-                "tracks": {str(track_id): _rounded(d.box) for d, track_id in zip(detections, track_ids)},
+                "faces": len(boxes),
+                "detector": detector,
+                "tracks": {str(track_id): _rounded(box) for track_id, box in boxes.items()},
             }
         )
         buffered = sum(track.buffered_faces for track in self._live.values())
@@ -173,6 +257,13 @@ class VideoPredictor:
         face, _ = self.aligner.align_to_landmarks(frame, landmarks)
         self.seconds["alignment"] += time.perf_counter() - started
         return face
+
+    def _commit_followed(self, track: _Track) -> None:
+        """The frames followed since the track's last detection join it (at the end of the
+        video, or when following loses a face: each of them passed the checks of `_follow`)."""
+        while track.pending and track.pending[0][2]:
+            frame_index, face, _ = track.pending.pop(0)
+            self._commit(track, frame_index, face, detected=True)
 
     def _commit(self, track: _Track, frame_index: int, face: np.ndarray, detected: bool) -> None:
         track.detected.append(detected)
@@ -256,17 +347,20 @@ def predict_video(
             source, fps (0 when unknown), frame_step, window (W), stride,
             model: {"path", "format", "class_names", "frames_per_clip" (F, or None when
                 the model is given every frame of a window)}
-            frames: per processed frame {"frame": index in the video, "faces": faces detected,
+            frames: per processed frame {"frame": index in the video, "faces": faces detected
+                (or followed, between detections), "detector": whether the detector ran,
                 "tracks": {track id: [left, top, right, bottom]} of the kept tracks}
             tracks: per kept track {"track", "first_frame", "last_frame", "num_frames"
-                (processed frames from first to last detection), "detected_frames", "label",
+                (processed frames from first to last detection), "detected_frames" (detected
+                or followed), "label",
                 "probabilities": {class: p}, "frame_importance": (num_frames,) summing to 1,
                 "missed_frames": frames where the face was not detected (aligned with the
                 landmarks of the last detection), "windows": [{"first_frame", "last_frame",
                 "label", "probabilities", "frame_importance": one value per frame of the
                 window, summing to 1}]}. Track frames are first_frame, first_frame +
                 frame_step, ... (the same in a window).
-            stats: frames_read, frames_processed, peak_buffered_faces, seconds per stage.
+            stats: frames_read, frames_processed, peak_buffered_faces, detector_frames
+                (frames the detector ran on), seconds per stage.
 
     Raises:
         video.InputError: missing, unreadable or empty input (the message names it).
@@ -276,7 +370,7 @@ def predict_video(
     aligner = FaceAligner(dataclasses.replace(alignment, output_size=model.face_size))
     predictor = VideoPredictor(model, config, aligner)
     frames_read = itertools.count()
-    numbered = ((next(frames_read), frame) for frame in iter_frames(path, config.max_side))
+    numbered = ((next(frames_read), frame) for frame in read_ahead(iter_frames(path, config.max_side)))
     result = predictor.run(itertools.islice(numbered, 0, None, config.frame_step))
     return {
         "source": path,
@@ -290,6 +384,7 @@ def predict_video(
             "frames_read": next(frames_read),
             "frames_processed": len(result["frames"]),
             "peak_buffered_faces": predictor.peak_buffered_faces,
+            "detector_frames": predictor.detector_frames,
             "seconds": {name: round(value, 3) for name, value in predictor.seconds.items()},
         },
     }
