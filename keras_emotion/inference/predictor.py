@@ -18,7 +18,8 @@
       -> SlidingWindows (per track)              the last W aligned faces; a window every
                                                  `stride` frames, and one at the end of the track
                                                  for the frames no window covered yet
-      -> ClipModel.predict                       F frames of the window chosen like evaluation
+      -> ClipModel.predict_batch                 the windows all tracks completed in a frame, in
+                                                 one batch; F frames of each window chosen like evaluation
                                                  does ("uniform" sampling), resized and centre
                                                  cropped like the exported serving_default
                                                  signature does -> the model
@@ -41,6 +42,7 @@ model_info.json) or an exported SavedModel (its `serving_default` signature: uin
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import os
@@ -139,6 +141,7 @@ class VideoPredictor:
         self.peak_buffered_faces = 0
         self.detector_frames = 0
         self._since_detection = None  # processed frames since the last detection
+        self._queued_windows = []  # (track, window, index of its first frame in the track)
         self._live = {}  # track id -> _Track
         self._finished = []  # reports of the ended tracks
         self._dropped = set()  # ids of the tracks with fewer than min_detections detections
@@ -165,7 +168,11 @@ class VideoPredictor:
 
     def _process(self, frame_index: int, frame: np.ndarray) -> None:
         """Follows the faces into the frame between detections, else (or when one is lost)
-        detects them."""
+        detects them; then predicts the windows completed in the frame, in one batch."""
+        self._track_faces(frame_index, frame)
+        self._predict_queued()
+
+    def _track_faces(self, frame_index: int, frame: np.ndarray) -> None:
         if self._since_detection is not None and self._since_detection + 1 < self.config.detect_every:
             followed = self._follow(frame)
             if followed is not None:
@@ -270,41 +277,62 @@ class VideoPredictor:
         track.importance_sums.append(0.0)
         window = track.windows.push(frame_index, face)
         if window is not None:
-            self._predict_window(track, window)
+            self._queue_window(track, window)
 
-    def _predict_window(self, track: _Track, window: Window) -> None:
-        """Runs the model on F frames of `window` (the last T committed frames of `track`)."""
+    def _queue_window(self, track: _Track, window: Window) -> None:
+        """Queues `window`, the last T committed frames of `track`, for `_predict_queued`."""
+        first = len(track.importance_sums) - len(window.items)
+        self._queued_windows.append((track, window, first))
+
+    def _predict_queued(self) -> None:
+        """Runs the model on F frames of each queued window, one batch per clip shape (the
+        windows of all tracks that completed in a frame go together)."""
+        if not self._queued_windows:
+            return
         started = time.perf_counter()
-        faces = np.stack(window.items)
-        if self.model.num_frames:
-            indices = uniform_frame_indices(len(faces), self.model.num_frames)
-        else:
-            indices = np.arange(len(faces))
-        prediction = self.model.predict(faces[indices])
+        clips, sampled = [], []
+        for _, window, _ in self._queued_windows:
+            faces = np.stack(window.items)
+            if self.model.num_frames:
+                indices = uniform_frame_indices(len(faces), self.model.num_frames)
+            else:
+                indices = np.arange(len(faces))
+            clips.append(faces[indices])
+            sampled.append(indices)
+        predictions = [None] * len(clips)
+        by_shape = collections.defaultdict(list)
+        for position, clip in enumerate(clips):
+            by_shape[clip.shape].append(position)
+        for positions in by_shape.values():
+            for position, prediction in zip(positions, self.model.predict_batch([clips[p] for p in positions])):
+                predictions[position] = prediction
         self.seconds["model"] += time.perf_counter() - started
-        importance = np.bincount(indices, weights=prediction.frame_importance, minlength=len(faces))
-        first = len(track.importance_sums) - len(faces)
-        for offset, value in enumerate(importance):
-            track.importance_sums[first + offset] += float(value)
-        track.window_results.append(
-            {
-                "first_frame": window.frame_indices[0],
-                "last_frame": window.frame_indices[-1],
-                "label": self.model.class_names[int(np.argmax(prediction.probabilities))],
-                "probabilities": dict(zip(self.model.class_names, _rounded(prediction.probabilities))),
-                "frame_importance": _rounded(importance),
-            }
-        )
+        for (track, window, first), indices, prediction in zip(self._queued_windows, sampled, predictions):
+            importance = np.bincount(indices, weights=prediction.frame_importance, minlength=len(window.items))
+            for offset, value in enumerate(importance):
+                track.importance_sums[first + offset] += float(value)
+            track.window_results.append(
+                {
+                    "first_frame": window.frame_indices[0],
+                    "last_frame": window.frame_indices[-1],
+                    "label": self.model.class_names[int(np.argmax(prediction.probabilities))],
+                    "probabilities": dict(zip(self.model.class_names, _rounded(prediction.probabilities))),
+                    "frame_importance": _rounded(importance),
+                }
+            )
+        self._queued_windows = []
 
     def _end(self, track: _Track) -> None:
         """Predicts the track's last window and files its report (or drops it)."""
+        self._predict_queued()
         track.pending = []  # frames after the last detection are not part of the track
         if sum(track.detected) < self.config.min_detections:
             self._dropped.add(track.track_id)
             return
         window = track.windows.finish()
         if window is not None:
-            self._predict_window(track, window)
+            self._queue_window(track, window)
+        self._predict_queued()
         windows = track.window_results
         probabilities = np.mean([[w["probabilities"][name] for name in self.model.class_names] for w in windows], 0)
         self._finished.append(
