@@ -1,6 +1,6 @@
 """Benchmark of video prediction on a generated 1280x720 video: frames/s with every frame
 classified, peak memory and stage shares of `predict_video` (what scripts/predict.py runs), on
-the default fast path (detect every 5th frame, follow faces in between) and on the every-frame
+the default fast path (detect every 10th frame, follow faces in between) and on the every-frame
 path (--detect_every 1), and the frames/s of the `fer` package's per-frame loop on the same file.
 
     python scripts/bench_predict.py --fer_opencv_dir /tmp/opencv4   # 150 frames, 1 face, 3 runs per path
@@ -104,7 +104,8 @@ def peak_rss_mib() -> float:
 
 
 def run_predict_video(video: str, model_dir: str, detect_every: int) -> dict:
-    """predict_video as scripts/predict.py runs it (default alignment, no CNN fallback)."""
+    """predict_video as scripts/predict.py runs it (default alignment, no CNN fallback), the
+    detector running on every `detect_every`-th frame."""
     import dataclasses
 
     from keras_emotion.data.faces import FaceAligner
@@ -191,7 +192,10 @@ def child_main() -> None:
     if FLAGS.child == "fer_loop":
         result = run_fer_loop(FLAGS.video)
     else:
-        result = run_predict_video(FLAGS.video, FLAGS.model_dir, detect_every=1 if FLAGS.child == "every_frame" else 5)
+        from keras_emotion.inference import PredictConfig
+
+        detect_every = 1 if FLAGS.child == "every_frame" else PredictConfig.detect_every
+        result = run_predict_video(FLAGS.video, FLAGS.model_dir, detect_every)
     print(json.dumps(result))
 
 

@@ -8,7 +8,7 @@
 tracked through the video and classified in sliding windows; see
 keras_emotion.inference.predictor for the JSON written. Prints one line per tracked face.
 
-Faces are detected on every --detect_every-th frame (5) and followed in between; --detect_every 1
+Faces are detected on every --detect_every-th frame (10) and followed in between; --detect_every 1
 detects on every frame (the slower path of earlier versions).
 """
 

@@ -25,8 +25,9 @@
                                                  signature does -> the model
       -> per window and per track                probabilities, label, frame importance
 
-Memory is bounded by the live tracks, each holding at most W + max_missed aligned faces
-(uint8 256 x 256 x 3); no frame of the video is kept once it is processed. The result grows
+Memory is bounded by the live tracks, each holding at most W + max_missed + detect_every
+aligned faces (uint8 256 x 256 x 3), and READ_AHEAD_FRAMES decoded frames; no frame of the
+video is kept once it is processed. The result grows
 only by a few numbers per frame.
 
 Per track, the aggregate is an equal-weight mixture of its windows: probabilities are the mean
@@ -59,6 +60,7 @@ from keras_emotion.inference.reader import read_ahead
 from keras_emotion.inference.tracking import FaceTracker, SlidingWindows, Window, appearance_change, follow_box
 
 DEFAULT_WINDOW = 16  # frames per window for models that take windows as they are
+READ_AHEAD_FRAMES = 4  # decoded frames waiting for the predictor (a 720p RGB frame is 2.7 MB)
 
 
 @dataclasses.dataclass
@@ -89,7 +91,7 @@ class PredictConfig:
     min_detections: int = 3
     iou_threshold: float = 0.3
     max_centre_distance: float = 0.5
-    detect_every: int = 5
+    detect_every: int = 10
     max_appearance_change: float = 30.0
 
     def __post_init__(self):
@@ -398,7 +400,7 @@ def predict_video(
     aligner = FaceAligner(dataclasses.replace(alignment, output_size=model.face_size))
     predictor = VideoPredictor(model, config, aligner)
     frames_read = itertools.count()
-    numbered = ((next(frames_read), frame) for frame in read_ahead(iter_frames(path, config.max_side)))
+    numbered = ((next(frames_read), frame) for frame in read_ahead(iter_frames(path, config.max_side), READ_AHEAD_FRAMES))
     result = predictor.run(itertools.islice(numbered, 0, None, config.frame_step))
     return {
         "source": path,
