@@ -19,16 +19,15 @@
                                                  `stride` frames, and one at the end of the track
                                                  for the frames no window covered yet
       -> ClipModel.predict_batch                 the windows all tracks completed in a frame, in
-                                                 one batch; F frames of each window chosen like evaluation
-                                                 does ("uniform" sampling), resized and centre
-                                                 cropped like the exported serving_default
-                                                 signature does -> the model
+                                                 one batch; F frames of each window chosen like
+                                                 evaluation does ("uniform" sampling), resized
+                                                 and centre cropped like the exported
+                                                 serving_default signature does -> the model
       -> per window and per track                probabilities, label, frame importance
 
 Memory is bounded by the live tracks, each holding at most W + max_missed + detect_every
 aligned faces (uint8 256 x 256 x 3), and READ_AHEAD_FRAMES decoded frames; no frame of the
-video is kept once it is processed. The result grows
-only by a few numbers per frame.
+video is kept once it is processed. The result grows only by a few numbers per frame.
 
 Per track, the aggregate is an equal-weight mixture of its windows: probabilities are the mean
 of the windows' probabilities, and a frame's importance is the sum of its importance in every
