@@ -21,7 +21,6 @@ import time
 
 from absl import app, flags
 
-import keras_emotion  # noqa: F401  (before TensorFlow loads: the package's oneDNN guard)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

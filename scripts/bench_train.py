@@ -1,5 +1,8 @@
 """Benchmark: training throughput (clips/s, frames/s) and the share of step time spent waiting on input.
 
+TensorFlow's oneDNN CPU kernels are on unless TF_ENABLE_ONEDNN_OPTS=0 is set; the JSON reports the
+setting, so `TF_ENABLE_ONEDNN_OPTS=0 python scripts/bench_train.py` measures the kernels without it.
+
 Each model is trained for a few steps with the project's optimizer (two SGDs with warm restarts behind
 one MultiOptimizer) and loss. Under the TensorFlow backend the batches come from the real tf.data
 pipeline over CK+48 TFRecords (augmentation on), and the time spent in `next(iterator)` is reported as
@@ -20,7 +23,6 @@ import time
 
 from absl import app, flags
 
-import keras_emotion  # noqa: F401  (before TensorFlow loads: the package's oneDNN guard)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -167,6 +169,7 @@ def main(argv):
                 "machine": platform.processor() or platform.machine(),
                 "cpu_count": os.cpu_count(),
                 "input": source,
+                "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow default: on)"),
                 "model": {"spatial": FLAGS.spatial, "temporal": FLAGS.temporal},
                 "results": results,
             },

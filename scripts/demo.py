@@ -20,18 +20,11 @@ Corpus and TFRecords are reused when they exist (both are deterministic and resu
 model is trained again on every run. Training never sees the Val clips: the weights of the epoch
 with the best training accuracy are kept, and Val is only evaluated. Accuracy on this corpus says
 nothing about real emotions: it shows that the pipeline works.
-
-oneDNN is switched off (TF_ENABLE_ONEDNN_OPTS=0, unless set otherwise): its 1x1 stride-2
-convolution gradient with fewer than 16 input channels, which the mini-Xception's first residual
-branch computes, crashes TensorFlow 2.21 on CPU (uxlfoundation/oneDNN#6035).
 """
-
-import os
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # before TensorFlow is imported; see above
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 

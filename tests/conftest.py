@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-import keras_emotion  # noqa: F401  (first, before any test loads TensorFlow: the oneDNN guard)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,9 @@
 (a version folder, or the TF Serving model folder holding numbered versions). Faces are
 tracked through the video and classified in sliding windows; see
 keras_emotion.inference.predictor for the JSON written. Prints one line per tracked face.
+
+Faces are detected on every --detect_every-th frame (10) and followed in between; --detect_every 1
+detects on every frame (the slower path of earlier versions).
 """
 
 import dataclasses
@@ -29,6 +32,14 @@ flags.DEFINE_integer("upsample", None, "Detector upsampling (default: as in the 
 flags.DEFINE_bool("cnn_fallback", False, "Run dlib's CNN detector on frames where HOG finds no face (slow).")
 flags.DEFINE_integer("max_missed", 10, "Frames a face may go undetected before its track ends.")
 flags.DEFINE_integer("min_detections", 3, "Tracks detected in fewer frames are dropped.")
+flags.DEFINE_integer(
+    "detect_every", PredictConfig.detect_every,
+    "Detect faces on every n-th processed frame and follow them in between (1: detect on every frame).",
+)
+flags.DEFINE_float(
+    "max_appearance_change", PredictConfig.max_appearance_change,
+    "A followed face whose aligned face changes more than this (mean gray difference) is detected again.",
+)
 flags.DEFINE_integer("num_frames", None, "SavedModel only: frames given per window (default: all of them).")
 flags.DEFINE_list("class_names", None, "SavedModel only: class names, if the model does not tell them.")
 
@@ -42,6 +53,8 @@ def main(argv):
         max_side=FLAGS.max_side,
         max_missed=FLAGS.max_missed,
         min_detections=FLAGS.min_detections,
+        detect_every=FLAGS.detect_every,
+        max_appearance_change=FLAGS.max_appearance_change,
     )
     model = load_clip_model(FLAGS.model, FLAGS.num_frames, FLAGS.class_names)
     alignment = dataclasses.replace(default_alignment(model), cnn_fallback=FLAGS.cnn_fallback)

@@ -64,6 +64,11 @@ class ClipModel(abc.ABC):
     def predict(self, faces: np.ndarray) -> ClipPrediction:
         """Classifies one clip: `faces` uint8 (F, face_size, face_size, 3) RGB aligned faces."""
 
+    def predict_batch(self, clips: Sequence[np.ndarray]) -> list:
+        """Classifies B clips of the same shape, each uint8 (F, face_size, face_size, 3):
+        B `ClipPrediction`s. This default calls `predict` on each."""
+        return [self.predict(faces) for faces in clips]
+
 
 def uniform_frame_indices(clip_length: int, num_frames: int) -> np.ndarray:
     """The frames evaluation feeds the model from a clip of `clip_length` frames: int (num_frames,)
@@ -71,13 +76,13 @@ def uniform_frame_indices(clip_length: int, num_frames: int) -> np.ndarray:
     return sample_frame_indices(clip_length, num_frames, "uniform", None).numpy()
 
 
-def _clip_prediction(outputs: dict) -> ClipPrediction:
-    """The first clip of a batch of model / signature outputs (NumPy arrays)."""
+def _clip_prediction(outputs: dict, index: int = 0) -> ClipPrediction:
+    """Clip `index` of a batch of model / signature outputs (NumPy arrays)."""
     attention = outputs.get("spatial_attention")
     return ClipPrediction(
-        probabilities=np.asarray(outputs["probabilities"][0], np.float32),
-        frame_importance=np.asarray(outputs["frame_importance"][0], np.float32),
-        spatial_attention=None if attention is None else np.asarray(attention[0], np.float32),
+        probabilities=np.asarray(outputs["probabilities"][index], np.float32),
+        frame_importance=np.asarray(outputs["frame_importance"][index], np.float32),
+        spatial_attention=None if attention is None else np.asarray(attention[index], np.float32),
     )
 
 
@@ -105,6 +110,10 @@ class KerasClipModel(ClipModel):
 
     def predict(self, faces: np.ndarray) -> ClipPrediction:
         return _clip_prediction(self.trained.model.predict_on_batch(self.model_inputs(np.asarray(faces)[np.newaxis])))
+
+    def predict_batch(self, clips: Sequence[np.ndarray]) -> list:
+        outputs = self.trained.model.predict_on_batch(self.model_inputs(np.stack(clips)))
+        return [_clip_prediction(outputs, index) for index in range(len(clips))]
 
 
 class SavedModelClipModel(ClipModel):
@@ -134,6 +143,10 @@ class SavedModelClipModel(ClipModel):
 
     def predict(self, faces: np.ndarray) -> ClipPrediction:
         return _clip_prediction(self._call(np.asarray(faces)[np.newaxis]))
+
+    def predict_batch(self, clips: Sequence[np.ndarray]) -> list:
+        outputs = self._call(np.stack(clips))
+        return [_clip_prediction(outputs, index) for index in range(len(clips))]
 
 
 def _aligned_faces_of(info: Optional[ModelInfo]) -> tuple:

@@ -1,8 +1,16 @@
 """Emotion prediction on raw videos: every face tracked, aligned and classified in sliding windows.
 
-    frames of the video (streamed by `iter_frames`, every `frame_step`-th one)
-      -> FaceAligner.find_faces                  all faces of the frame: boxes and landmarks
+    frames of the video (decoded by `iter_frames` in a reader thread, every `frame_step`-th one)
+      -> FaceAligner.find_faces                  every `detect_every`-th frame: all faces of
+                                                 the frame, boxes and landmarks
       -> FaceTracker.update                      detections -> tracks (IoU, else centre distance)
+         in the frames between detections, each detected face is followed: its landmarks are
+         fitted in its last box (FaceAligner.landmarks_in_box), the box moves with them
+         (follow_box); when a followed face leaves the frame or its aligned face changes more
+         than `max_appearance_change` (a cut, an occlusion), it is lost and the frame is
+         detected at once. New faces are found at the next detection. Followed frames join a
+         track when the next detection finds its face again or when following loses a face,
+         else (the next detection misses the face) they count as missed.
       -> FaceAligner.align_to_landmarks          the frame aligned on each track's face; a frame
                                                  where a track's face was missed is aligned with
                                                  its last landmarks and kept only if the face
@@ -10,15 +18,16 @@
       -> SlidingWindows (per track)              the last W aligned faces; a window every
                                                  `stride` frames, and one at the end of the track
                                                  for the frames no window covered yet
-      -> ClipModel.predict                       F frames of the window chosen like evaluation
-                                                 does ("uniform" sampling), resized and centre
-                                                 cropped like the exported serving_default
-                                                 signature does -> the model
+      -> ClipModel.predict_batch                 the windows all tracks completed in a frame, in
+                                                 one batch; F frames of each window chosen like
+                                                 evaluation does ("uniform" sampling), resized
+                                                 and centre cropped like the exported
+                                                 serving_default signature does -> the model
       -> per window and per track                probabilities, label, frame importance
 
-Memory is bounded by the live tracks, each holding at most W + max_missed aligned faces
-(uint8 256 x 256 x 3); no frame of the video is kept once it is processed. The result grows
-only by a few numbers per frame.
+Memory is bounded by the live tracks, each holding at most W + max_missed + detect_every
+aligned faces (uint8 256 x 256 x 3), and READ_AHEAD_FRAMES decoded frames; no frame of the
+video is kept once it is processed. The result grows only by a few numbers per frame.
 
 Per track, the aggregate is an equal-weight mixture of its windows: probabilities are the mean
 of the windows' probabilities, and a frame's importance is the sum of its importance in every
@@ -33,6 +42,7 @@ model_info.json) or an exported SavedModel (its `serving_default` signature: uin
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import os
@@ -45,9 +55,11 @@ from keras_emotion.data.faces import AlignmentConfig, FaceAligner
 from keras_emotion.data.video import iter_frames, video_fps
 from keras_emotion.files import write_json_atomically
 from keras_emotion.inference.clip_model import ClipModel, default_alignment, uniform_frame_indices
-from keras_emotion.inference.tracking import FaceTracker, SlidingWindows, Window
+from keras_emotion.inference.reader import read_ahead
+from keras_emotion.inference.tracking import FaceTracker, SlidingWindows, Window, appearance_change, follow_box
 
 DEFAULT_WINDOW = 16  # frames per window for models that take windows as they are
+READ_AHEAD_FRAMES = 4  # decoded frames waiting for the predictor (a 720p RGB frame is 2.7 MB)
 
 
 @dataclasses.dataclass
@@ -64,6 +76,10 @@ class PredictConfig:
         min_detections: tracks detected in fewer frames are dropped (detector false positives).
         iou_threshold: a detection continues a track when their boxes overlap at least this much ...
         max_centre_distance: ... or else when their centres are closer than this many box widths.
+        detect_every: run the face detector on every detect_every-th processed frame and
+            follow the faces in between; 1 detects on every frame (slower, the path before).
+        max_appearance_change: a followed face whose aligned face differs from the previous
+            frame's by more than this mean absolute gray difference (0..255, at 32 px) is lost.
     """
 
     window: Optional[int] = None
@@ -74,9 +90,13 @@ class PredictConfig:
     min_detections: int = 3
     iou_threshold: float = 0.3
     max_centre_distance: float = 0.5
+    detect_every: int = 10
+    max_appearance_change: float = 30.0
 
     def __post_init__(self):
-        for field in ("frame_step", "max_side", "min_detections"):
+        if self.max_appearance_change <= 0:
+            raise ValueError(f"PredictConfig.max_appearance_change={self.max_appearance_change}; must be > 0")
+        for field in ("frame_step", "max_side", "min_detections", "detect_every"):
             if getattr(self, field) < 1:
                 raise ValueError(f"PredictConfig.{field}={getattr(self, field)}; must be >= 1")
         if self.max_missed < 0:
@@ -90,8 +110,12 @@ class _Track:
         self.track_id = track_id
         self.first_frame = first_frame
         self.windows = windows
-        self.landmarks = None  # (K, 2) of the last detection
-        self.pending = []  # (frame index, aligned face) of frames missed since the last detection
+        self.landmarks = None  # (K, 2) of the last detection or followed frame
+        self.box = None  # (4,) box of those landmarks while the face is followed, else None
+        self.face = None  # the last aligned face, to tell when following loses it
+        # (frame index, aligned face, followed) of the frames since the last detection:
+        # followed ones join the track when the next detection finds it, the others are missed.
+        self.pending = []
         self.detected = []  # per committed frame
         self.importance_sums = []  # per committed frame: sum of its importance over windows
         self.window_results = []
@@ -114,8 +138,11 @@ class VideoPredictor:
         self.stride = config.stride or max(1, self.window // 2)
         SlidingWindows(self.window, self.stride)  # checks window and stride before any work
         self.tracker = FaceTracker(config.iou_threshold, config.max_centre_distance, config.max_missed)
-        self.seconds = dict.fromkeys(("reading", "detection", "alignment", "model"), 0.0)
+        self.seconds = dict.fromkeys(("reading", "detection", "tracking", "alignment", "model"), 0.0)
         self.peak_buffered_faces = 0
+        self.detector_frames = 0
+        self._since_detection = None  # processed frames since the last detection
+        self._queued_windows = []  # (track, window, index of its first frame in the track)
         self._live = {}  # track id -> _Track
         self._finished = []  # reports of the ended tracks
         self._dropped = []  # reports of the tracks with fewer than min_detections detections
@@ -133,6 +160,7 @@ class VideoPredictor:
                 break
             self._process(*next_frame)
         for track in list(self._live.values()):
+            self._commit_followed(track)
             self._end(track)
         dropped_ids = {report["track"] for report in self._dropped}
         for record in self._frame_records:
@@ -142,9 +170,64 @@ class VideoPredictor:
         return {"frames": self._frame_records, "tracks": tracks, "dropped_tracks": dropped}
 
     def _process(self, frame_index: int, frame: np.ndarray) -> None:
+        """Follows the faces into the frame between detections, else (or when one is lost)
+        detects them; then predicts the windows completed in the frame, in one batch."""
+        self._track_faces(frame_index, frame)
+        self._predict_queued()
+
+    def _track_faces(self, frame_index: int, frame: np.ndarray) -> None:
+        if self._since_detection is not None and self._since_detection + 1 < self.config.detect_every:
+            followed = self._follow(frame)
+            if followed is not None:
+                self._add_followed(frame_index, frame, followed)
+                self._since_detection += 1
+                return
+            for track in self._live.values():  # lost here: the frames followed so far are kept
+                self._commit_followed(track)
+        self._detect(frame_index, frame)
+        self._since_detection = 0
+
+    def _follow(self, frame: np.ndarray) -> Optional[dict]:
+        """Each followed face in (H, W, 3) `frame`: {track id: (box (4,), landmarks (K, 2),
+        aligned face (S, S, 3))}, or None when one is lost."""
+        followed = {}
+        for track in self._live.values():
+            if track.box is None:
+                continue
+            started = time.perf_counter()
+            landmarks = self.aligner.landmarks_in_box(frame, track.box)
+            box = follow_box(track.box, track.landmarks, landmarks)
+            self.seconds["tracking"] += time.perf_counter() - started
+            centre_x, centre_y = (box[:2] + box[2:]) / 2
+            if not (0 <= centre_x < frame.shape[1] and 0 <= centre_y < frame.shape[0]):
+                return None
+            face = self._align(frame, landmarks)
+            started = time.perf_counter()
+            change = appearance_change(track.face, face)
+            self.seconds["tracking"] += time.perf_counter() - started
+            if change > self.config.max_appearance_change:
+                return None
+            followed[track.track_id] = (box, landmarks, face)
+        return followed
+
+    def _add_followed(self, frame_index: int, frame: np.ndarray, followed: dict) -> None:
+        """Keeps the faces `_follow` found in the frame; the other live tracks miss it."""
+        for track_id in self.tracker.update_followed({track_id: box for track_id, (box, _, _) in followed.items()}):
+            self._end(self._live.pop(track_id))
+        for track_id, (box, landmarks, face) in followed.items():
+            track = self._live[track_id]
+            track.box, track.landmarks, track.face = box, landmarks, face
+            track.pending.append((frame_index, face, True))
+        for track_id in set(self._live) - set(followed):
+            track = self._live[track_id]
+            track.pending.append((frame_index, self._align(frame, track.landmarks), False))
+        self._record_frame(frame_index, {track_id: box for track_id, (box, _, _) in followed.items()}, False)
+
+    def _detect(self, frame_index: int, frame: np.ndarray) -> None:
         started = time.perf_counter()
         detections = self.aligner.find_faces(frame)
         self.seconds["detection"] += time.perf_counter() - started
+        self.detector_frames += 1
         track_ids, ended = self.tracker.update([detection.box for detection in detections])
         for track_id in ended:
             self._end(self._live.pop(track_id))
@@ -152,19 +235,28 @@ class VideoPredictor:
             track = self._live.get(track_id)
             if track is None:
                 track = self._live[track_id] = _Track(track_id, frame_index, SlidingWindows(self.window, self.stride))
-            track.landmarks = detection.landmarks
-            for pending_index, pending_face in track.pending:
-                self._commit(track, pending_index, pending_face, detected=False)
+            track.landmarks, track.box = detection.landmarks, detection.box
+            for pending_index, pending_face, followed in track.pending:
+                self._commit(track, pending_index, pending_face, detected=followed)
             track.pending = []
-            self._commit(track, frame_index, self._align(frame, detection.landmarks), detected=True)
+            track.face = self._align(frame, detection.landmarks)
+            self._commit(track, frame_index, track.face, detected=True)
         for track_id in set(self._live) - set(track_ids):
             track = self._live[track_id]
-            track.pending.append((frame_index, self._align(frame, track.landmarks)))
+            track.box = None  # not followed until detected again; its followed frames are missed
+            track.pending = [(index, face, False) for index, face, _ in track.pending]
+            track.pending.append((frame_index, self._align(frame, track.landmarks), False))
+        self._record_frame(frame_index, {track_id: d.box for d, track_id in zip(detections, track_ids)}, True)
+
+    def _record_frame(self, frame_index: int, boxes: dict, detector: bool) -> None:
+        """Files the frame's record: the {track id: box} of the faces detected (`detector`) or
+        followed into it."""
         self._frame_records.append(
             {
                 "frame": frame_index,
-                "faces": len(detections),
-                "tracks": {str(track_id): _rounded(d.box) for d, track_id in zip(detections, track_ids)},
+                "faces": len(boxes),
+                "detector": detector,
+                "tracks": {str(track_id): _rounded(box) for track_id, box in boxes.items()},
             }
         )
         buffered = sum(track.buffered_faces for track in self._live.values())
@@ -176,39 +268,66 @@ class VideoPredictor:
         self.seconds["alignment"] += time.perf_counter() - started
         return face
 
+    def _commit_followed(self, track: _Track) -> None:
+        """The frames followed since the track's last detection join it (at the end of the
+        video, or when following loses a face: each of them passed the checks of `_follow`)."""
+        while track.pending and track.pending[0][2]:
+            frame_index, face, _ = track.pending.pop(0)
+            self._commit(track, frame_index, face, detected=True)
+
     def _commit(self, track: _Track, frame_index: int, face: np.ndarray, detected: bool) -> None:
         track.detected.append(detected)
         track.importance_sums.append(0.0)
         window = track.windows.push(frame_index, face)
         if window is not None:
-            self._predict_window(track, window)
+            self._queue_window(track, window)
 
-    def _predict_window(self, track: _Track, window: Window) -> None:
-        """Runs the model on F frames of `window` (the last T committed frames of `track`)."""
+    def _queue_window(self, track: _Track, window: Window) -> None:
+        """Queues `window`, the last T committed frames of `track`, for `_predict_queued`."""
+        first = len(track.importance_sums) - len(window.items)
+        self._queued_windows.append((track, window, first))
+
+    def _predict_queued(self) -> None:
+        """Runs the model on F frames of each queued window, one batch per clip shape (the
+        windows of all tracks that completed in a frame go together)."""
+        if not self._queued_windows:
+            return
         started = time.perf_counter()
-        faces = np.stack(window.items)
-        if self.model.num_frames:
-            indices = uniform_frame_indices(len(faces), self.model.num_frames)
-        else:
-            indices = np.arange(len(faces))
-        prediction = self.model.predict(faces[indices])
+        clips, sampled = [], []
+        for _, window, _ in self._queued_windows:
+            faces = np.stack(window.items)
+            if self.model.num_frames:
+                indices = uniform_frame_indices(len(faces), self.model.num_frames)
+            else:
+                indices = np.arange(len(faces))
+            clips.append(faces[indices])
+            sampled.append(indices)
+        predictions = [None] * len(clips)
+        by_shape = collections.defaultdict(list)
+        for position, clip in enumerate(clips):
+            by_shape[clip.shape].append(position)
+        for positions in by_shape.values():
+            for position, prediction in zip(positions, self.model.predict_batch([clips[p] for p in positions])):
+                predictions[position] = prediction
         self.seconds["model"] += time.perf_counter() - started
-        importance = np.bincount(indices, weights=prediction.frame_importance, minlength=len(faces))
-        first = len(track.importance_sums) - len(faces)
-        for offset, value in enumerate(importance):
-            track.importance_sums[first + offset] += float(value)
-        track.window_results.append(
-            {
-                "first_frame": window.frame_indices[0],
-                "last_frame": window.frame_indices[-1],
-                "label": self.model.class_names[int(np.argmax(prediction.probabilities))],
-                "probabilities": dict(zip(self.model.class_names, _rounded(prediction.probabilities))),
-                "frame_importance": _rounded(importance),
-            }
-        )
+        for (track, window, first), indices, prediction in zip(self._queued_windows, sampled, predictions):
+            importance = np.bincount(indices, weights=prediction.frame_importance, minlength=len(window.items))
+            for offset, value in enumerate(importance):
+                track.importance_sums[first + offset] += float(value)
+            track.window_results.append(
+                {
+                    "first_frame": window.frame_indices[0],
+                    "last_frame": window.frame_indices[-1],
+                    "label": self.model.class_names[int(np.argmax(prediction.probabilities))],
+                    "probabilities": dict(zip(self.model.class_names, _rounded(prediction.probabilities))),
+                    "frame_importance": _rounded(importance),
+                }
+            )
+        self._queued_windows = []
 
     def _end(self, track: _Track) -> None:
         """Predicts the track's last window and files its report (or drops it)."""
+        self._predict_queued()
         track.pending = []  # frames after the last detection are not part of the track
         detections = int(sum(track.detected))
         if detections < self.config.min_detections:
@@ -224,7 +343,8 @@ class VideoPredictor:
             return
         window = track.windows.finish()
         if window is not None:
-            self._predict_window(track, window)
+            self._queue_window(track, window)
+        self._predict_queued()
         windows = track.window_results
         probabilities = np.mean([[w["probabilities"][name] for name in self.model.class_names] for w in windows], 0)
         self._finished.append(
@@ -267,10 +387,12 @@ def predict_video(
             source, fps (0 when unknown), frame_step, window (W), stride,
             model: {"path", "format", "class_names", "frames_per_clip" (F, or None when
                 the model is given every frame of a window)}
-            frames: per processed frame {"frame": index in the video, "faces": faces detected,
+            frames: per processed frame {"frame": index in the video, "faces": faces detected
+                (or followed, between detections), "detector": whether the detector ran,
                 "tracks": {track id: [left, top, right, bottom]} of the kept tracks}
             tracks: per kept track {"track", "first_frame", "last_frame", "num_frames"
-                (processed frames from first to last detection), "detected_frames", "label",
+                (processed frames from first to last detection), "detected_frames" (detected
+                or followed), "label",
                 "probabilities": {class: p}, "frame_importance": (num_frames,) summing to 1,
                 "missed_frames": frames where the face was not detected (aligned with the
                 landmarks of the last detection), "windows": [{"first_frame", "last_frame",
@@ -279,7 +401,8 @@ def predict_video(
                 frame_step, ... (the same in a window).
             dropped_tracks: per track left out {"track", "first_frame", "detected_frames",
                 "reason"} (e.g. "detected in 1 frame, fewer than min_detections=3").
-            stats: frames_read, frames_processed, peak_buffered_faces, seconds per stage.
+            stats: frames_read, frames_processed, peak_buffered_faces, detector_frames
+                (frames the detector ran on), seconds per stage.
 
     Raises:
         video.InputError: missing, unreadable or empty input (the message names it).
@@ -289,7 +412,7 @@ def predict_video(
     aligner = FaceAligner(dataclasses.replace(alignment, output_size=model.face_size))
     predictor = VideoPredictor(model, config, aligner)
     frames_read = itertools.count()
-    numbered = ((next(frames_read), frame) for frame in iter_frames(path, config.max_side))
+    numbered = ((next(frames_read), frame) for frame in read_ahead(iter_frames(path, config.max_side), READ_AHEAD_FRAMES))
     result = predictor.run(itertools.islice(numbered, 0, None, config.frame_step))
     return {
         "source": path,
@@ -303,6 +426,7 @@ def predict_video(
             "frames_read": next(frames_read),
             "frames_processed": len(result["frames"]),
             "peak_buffered_faces": predictor.peak_buffered_faces,
+            "detector_frames": predictor.detector_frames,
             "seconds": {name: round(value, 3) for name, value in predictor.seconds.items()},
         },
     }

