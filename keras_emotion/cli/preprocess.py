@@ -27,6 +27,12 @@ flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes aligning 
 flags.DEFINE_enum("landmarks", "68", ["68", "5"], "dlib shape predictor: 68 or 5 landmarks.")
 flags.DEFINE_bool("no_cnn_fallback", False, "Do not run the CNN face detector where HOG finds no face.")
 flags.DEFINE_integer("upsample", 1, "Detector upsampling (0 is much faster and enough for CK+48).")
+flags.DEFINE_float(
+    "min_face_fraction",
+    AlignmentConfig.min_face_fraction,
+    "Smallest face to find, as a fraction of the frame's shorter side: large frames are downscaled for "
+    "detection accordingly (0: detect at full resolution).",
+)
 flags.DEFINE_integer("shard_mb", 64, "Shard size bound in MiB.")
 flags.DEFINE_list("class_names", None, "Classes in label order; default the sorted labels found.")
 flags.DEFINE_list("splits", None, "Subject-wise split as name=fraction pairs, e.g. train=0.7,val=0.15,test=0.15.")
@@ -71,7 +77,10 @@ def main(argv):
         raise app.UsageError(str(error)) from None
     config = PreprocessConfig(
         alignment=AlignmentConfig(
-            landmarks=int(FLAGS.landmarks), cnn_fallback=not FLAGS.no_cnn_fallback, upsample=FLAGS.upsample
+            landmarks=int(FLAGS.landmarks),
+            cnn_fallback=not FLAGS.no_cnn_fallback,
+            upsample=FLAGS.upsample,
+            min_face_fraction=FLAGS.min_face_fraction,
         ),
         shard_bytes=FLAGS.shard_mb * 2**20,
     )

@@ -444,7 +444,8 @@ class FaceAligner:
 
 
 def detect_landmarks(image: np.ndarray, upsample: int = 1, landmarks: int = 68) -> np.ndarray | None:
-    """The landmarks of the highest-scoring face that the HOG detector finds in one image.
+    """The landmarks of the highest-scoring face that the HOG detector finds in one image,
+    detected at full resolution (one image: no downscaling for speed, `min_face_fraction` 0).
 
     Args:
         image: one image, in the formats of a frame of `FaceAligner.align_clip`.
@@ -454,7 +455,9 @@ def detect_landmarks(image: np.ndarray, upsample: int = 1, landmarks: int = 68) 
     Returns:
         float32 (K, 2) landmarks (x, y) in image pixels, or None when no face is found.
     """
-    aligner = FaceAligner(AlignmentConfig(landmarks=landmarks, cnn_fallback=False, upsample=upsample))
+    aligner = FaceAligner(
+        AlignmentConfig(landmarks=landmarks, cnn_fallback=False, upsample=upsample, min_face_fraction=0.0)
+    )
     found = aligner.find_faces(image)
     if not found:
         return None

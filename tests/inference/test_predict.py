@@ -161,7 +161,7 @@ def test_a_one_frame_video_says_why_its_track_was_dropped(tmp_path, sequence_pat
     reason = "detected in 1 frame, fewer than min_detections=3"
     assert written["tracks"] == []
     assert written["dropped_tracks"] == [{"track": 0, "first_frame": 0, "detected_frames": 1, "reason": reason}]
-    assert written["frames"] == [{"frame": 0, "faces": 1, "tracks": {}}]
+    assert written["frames"] == [{"frame": 0, "faces": 1, "tracks": {}, "detector": True}]
     assert ran.stdout.splitlines()[-2:] == [
         f"{video}: 1 frames read, 1 processed, 0 face track(s) -> {output}",
         f"  track 0 dropped (from frame 0): {reason}",
