@@ -174,32 +174,29 @@ def iter_frames(path: str, max_side: int = 1280) -> Iterator[np.ndarray]:
 
 def video_fps(path: str) -> float:
     """Frames per second of a video; 0.0 for folders, image files and videos that do not say."""
-    path = os.fspath(path)
-    _check_exists(path)
-    if os.path.isdir(path) or _is_image_file(path):
-        return 0.0
-    capture = _open_video(path)
-    try:
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-    finally:
-        capture.release()
-    return fps if math.isfinite(fps) and fps > 0 else 0.0
+    return _container_property(path, cv2.CAP_PROP_FPS)
 
 
 def claimed_frame_count(path: str) -> int:
     """The number of frames the container of a video claims to hold (OpenCV's
     CAP_PROP_FRAME_COUNT, from its header or index); 0 for folders, image files and videos
     that do not say. Fewer frames decoding than this means a truncated or damaged video."""
+    return int(_container_property(path, cv2.CAP_PROP_FRAME_COUNT))
+
+
+def _container_property(path: str, property_id: int) -> float:
+    """An OpenCV capture property of a video file (positive), else 0.0 (folders, image files,
+    videos that do not say)."""
     path = os.fspath(path)
     _check_exists(path)
     if os.path.isdir(path) or _is_image_file(path):
-        return 0
+        return 0.0
     capture = _open_video(path)
     try:
-        count = float(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        value = float(capture.get(property_id))
     finally:
         capture.release()
-    return int(count) if math.isfinite(count) and count > 0 else 0
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 def read_frames(path: str, max_side: int = 1280) -> tuple[list[np.ndarray], float]:
