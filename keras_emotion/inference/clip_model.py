@@ -60,14 +60,19 @@ class ClipModel(abc.ABC):
     alignment: AlignmentConfig
     description: dict
 
-    @abc.abstractmethod
     def predict(self, faces: np.ndarray) -> ClipPrediction:
         """Classifies one clip: `faces` uint8 (F, face_size, face_size, 3) RGB aligned faces."""
+        return self.predict_batch([faces])[0]
 
     def predict_batch(self, clips: Sequence[np.ndarray]) -> list:
         """Classifies B clips of the same shape, each uint8 (F, face_size, face_size, 3):
-        B `ClipPrediction`s. This default calls `predict` on each."""
-        return [self.predict(faces) for faces in clips]
+        B `ClipPrediction`s, from one call of the model."""
+        outputs = self._call(np.stack([np.asarray(faces, np.uint8) for faces in clips]))
+        return [_clip_prediction(outputs, index) for index in range(len(clips))]
+
+    @abc.abstractmethod
+    def _call(self, faces: np.ndarray) -> dict:
+        """The model's outputs (NumPy arrays with the batch first) for uint8 (B, F, A, A, 3) faces."""
 
 
 def uniform_frame_indices(clip_length: int, num_frames: int) -> np.ndarray:
@@ -108,12 +113,8 @@ class KerasClipModel(ClipModel):
         frames = resize_and_crop_pixels(np.asarray(faces, np.uint8), self.preprocessing).numpy()
         return {"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)}
 
-    def predict(self, faces: np.ndarray) -> ClipPrediction:
-        return _clip_prediction(self.trained.model.predict_on_batch(self.model_inputs(np.asarray(faces)[np.newaxis])))
-
-    def predict_batch(self, clips: Sequence[np.ndarray]) -> list:
-        outputs = self.trained.model.predict_on_batch(self.model_inputs(np.stack(clips)))
-        return [_clip_prediction(outputs, index) for index in range(len(clips))]
+    def _call(self, faces: np.ndarray) -> dict:
+        return self.trained.model.predict_on_batch(self.model_inputs(faces))
 
 
 class SavedModelClipModel(ClipModel):
@@ -137,16 +138,8 @@ class SavedModelClipModel(ClipModel):
         self.description = {"path": os.fspath(directory), "format": "saved_model"}
 
     def _call(self, faces: np.ndarray) -> dict:
-        faces = np.asarray(faces, np.uint8)
         outputs = self._signature(frames=tf.constant(faces), num_frames=tf.fill([faces.shape[0]], faces.shape[1]))
         return {name: value.numpy() for name, value in outputs.items()}
-
-    def predict(self, faces: np.ndarray) -> ClipPrediction:
-        return _clip_prediction(self._call(np.asarray(faces)[np.newaxis]))
-
-    def predict_batch(self, clips: Sequence[np.ndarray]) -> list:
-        outputs = self._call(np.stack(clips))
-        return [_clip_prediction(outputs, index) for index in range(len(clips))]
 
 
 def _aligned_faces_of(info: Optional[ModelInfo]) -> tuple:
