@@ -18,8 +18,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from keras_emotion.data import schema
-from keras_emotion.files import read_json
+from keras_emotion.data.metadata import manifest_path, read_manifest
 
 
 class DataIntegrityError(ValueError):
@@ -50,11 +49,11 @@ def verify_shards(paths: Sequence[str], allow_incomplete: bool = False) -> None:
     """
     if not paths:
         return
-    manifest_path = os.path.join(os.path.dirname(paths[0]), schema.MANIFEST_NAME)
-    manifest = read_json(manifest_path) if os.path.isfile(manifest_path) else {}
+    folder = os.path.dirname(paths[0])
+    manifest = read_manifest(folder) or {}
     if manifest.get("complete") is False:
         message = (
-            f"{manifest_path}: preprocessing did not finish (\"complete\": false, {manifest.get('num_clips')} "
+            f"{manifest_path(folder)}: preprocessing did not finish (\"complete\": false, {manifest.get('num_clips')} "
             "clips written so far)"
         )
         if not allow_incomplete:
@@ -69,6 +68,6 @@ def verify_shards(paths: Sequence[str], allow_incomplete: bool = False) -> None:
         entry = listed.get(os.path.basename(path))
         if entry is not None and records != entry["clips"]:
             raise DataIntegrityError(
-                f"{path}: {records} records, but {manifest_path} lists {entry['clips']}; rerun "
+                f"{path}: {records} records, but {manifest_path(folder)} lists {entry['clips']}; rerun "
                 "preprocess.py into a new output folder"
             )
