@@ -43,11 +43,12 @@ model_info.json) or an exported SavedModel (its `serving_default` signature: uin
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import os
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -153,9 +154,8 @@ class VideoPredictor:
         "frames", "tracks" and "dropped_tracks" parts of the prediction (see `predict_video`)."""
         frames = iter(frames)
         while True:
-            started = time.perf_counter()
-            next_frame = next(frames, None)
-            self.seconds["reading"] += time.perf_counter() - started
+            with self._timed("reading"):
+                next_frame = next(frames, None)
             if next_frame is None:
                 break
             self._process(*next_frame)
@@ -194,17 +194,15 @@ class VideoPredictor:
         for track in self._live.values():
             if track.box is None:
                 continue
-            started = time.perf_counter()
-            landmarks = self.aligner.landmarks_in_box(frame, track.box)
-            box = follow_box(track.box, track.landmarks, landmarks)
-            self.seconds["tracking"] += time.perf_counter() - started
+            with self._timed("tracking"):
+                landmarks = self.aligner.landmarks_in_box(frame, track.box)
+                box = follow_box(track.box, track.landmarks, landmarks)
             centre_x, centre_y = (box[:2] + box[2:]) / 2
             if not (0 <= centre_x < frame.shape[1] and 0 <= centre_y < frame.shape[0]):
                 return None
             face = self._align(frame, landmarks)
-            started = time.perf_counter()
-            change = appearance_change(track.face, face)
-            self.seconds["tracking"] += time.perf_counter() - started
+            with self._timed("tracking"):
+                change = appearance_change(track.face, face)
             if change > self.config.max_appearance_change:
                 return None
             followed[track.track_id] = (box, landmarks, face)
@@ -224,9 +222,8 @@ class VideoPredictor:
         self._record_frame(frame_index, {track_id: box for track_id, (box, _, _) in followed.items()}, False)
 
     def _detect(self, frame_index: int, frame: np.ndarray) -> None:
-        started = time.perf_counter()
-        detections = self.aligner.find_faces(frame)
-        self.seconds["detection"] += time.perf_counter() - started
+        with self._timed("detection"):
+            detections = self.aligner.find_faces(frame)
         self.detector_frames += 1
         track_ids, ended = self.tracker.update([detection.box for detection in detections])
         for track_id in ended:
@@ -263,10 +260,18 @@ class VideoPredictor:
         self.peak_buffered_faces = max(self.peak_buffered_faces, buffered)
 
     def _align(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
-        face, _ = self.aligner.align_to_landmarks(frame, landmarks)
-        self.seconds["alignment"] += time.perf_counter() - started
+        with self._timed("alignment"):
+            face, _ = self.aligner.align_to_landmarks(frame, landmarks)
         return face
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        """Adds the seconds the block takes to `self.seconds[stage]`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
 
     def _commit_followed(self, track: _Track) -> None:
         """The frames followed since the track's last detection join it (at the end of the
@@ -292,24 +297,23 @@ class VideoPredictor:
         windows of all tracks that completed in a frame go together)."""
         if not self._queued_windows:
             return
-        started = time.perf_counter()
-        clips, sampled = [], []
-        for _, window, _ in self._queued_windows:
-            faces = np.stack(window.items)
-            if self.model.num_frames:
-                indices = uniform_frame_indices(len(faces), self.model.num_frames)
-            else:
-                indices = np.arange(len(faces))
-            clips.append(faces[indices])
-            sampled.append(indices)
-        predictions = [None] * len(clips)
-        by_shape = collections.defaultdict(list)
-        for position, clip in enumerate(clips):
-            by_shape[clip.shape].append(position)
-        for positions in by_shape.values():
-            for position, prediction in zip(positions, self.model.predict_batch([clips[p] for p in positions])):
-                predictions[position] = prediction
-        self.seconds["model"] += time.perf_counter() - started
+        with self._timed("model"):
+            clips, sampled = [], []
+            for _, window, _ in self._queued_windows:
+                faces = np.stack(window.items)
+                if self.model.num_frames:
+                    indices = uniform_frame_indices(len(faces), self.model.num_frames)
+                else:
+                    indices = np.arange(len(faces))
+                clips.append(faces[indices])
+                sampled.append(indices)
+            predictions = [None] * len(clips)
+            by_shape = collections.defaultdict(list)
+            for position, clip in enumerate(clips):
+                by_shape[clip.shape].append(position)
+            for positions in by_shape.values():
+                for position, prediction in zip(positions, self.model.predict_batch([clips[p] for p in positions])):
+                    predictions[position] = prediction
         for (track, window, first), indices, prediction in zip(self._queued_windows, sampled, predictions):
             importance = np.bincount(indices, weights=prediction.frame_importance, minlength=len(window.items))
             for offset, value in enumerate(importance):
