@@ -118,6 +118,13 @@ def test_missing_or_corrupt_videos_and_model_folders_are_named(tmp_path, keras_m
         load_clip_model(str(tmp_path))
 
 
+def run_predict_script(model_dir: str, video, output, *flags: str) -> subprocess.CompletedProcess:
+    """scripts/predict.py on `video` (the demo face needs no detector upsampling), JSON to `output`."""
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), "--model", model_dir]
+    command += ["--input", str(video), "--output", str(output), "--upsample", "0", *flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
 def test_write_prediction_and_the_command_line(tmp_path, sequence_path, tiny_trained_model_dir, write_avi):
     prediction = {"tracks": [{"track": 0, "probabilities": {"happy": 0.5}}], "frames": [{"frame": 0, "faces": 1}]}
     path = write_prediction(prediction, str(tmp_path / "out" / "prediction.json"))
@@ -128,13 +135,7 @@ def test_write_prediction_and_the_command_line(tmp_path, sequence_path, tiny_tra
     video = tmp_path / "short.avi"
     write_avi(video, frames[40:52], fps=25.0)
     output = tmp_path / "cli.json"
-    ran = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), "--model", tiny_trained_model_dir]
-        + ["--input", str(video), "--output", str(output), "--upsample", "0", "--frame_step", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ran = run_predict_script(tiny_trained_model_dir, video, output, "--frame_step", "2")
     assert ran.returncode == 0, ran.stderr
     assert f"{video}: 12 frames read, 6 processed, 1 face track(s) -> {output}" in ran.stdout
     written = json.loads(output.read_text())
@@ -149,13 +150,7 @@ def test_a_one_frame_video_says_why_its_track_was_dropped(tmp_path, sequence_pat
     video = tmp_path / "one_frame.avi"
     write_avi(video, frames[40:41], fps=25.0)
     output = tmp_path / "one_frame.json"
-    ran = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), "--model", tiny_trained_model_dir]
-        + ["--input", str(video), "--output", str(output), "--upsample", "0"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ran = run_predict_script(tiny_trained_model_dir, video, output)
     assert ran.returncode == 0, ran.stderr
     written = json.loads(output.read_text())
     reason = "detected in 1 frame, fewer than min_detections=3"
