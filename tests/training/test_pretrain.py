@@ -83,7 +83,7 @@ def test_quick_pretrain_learns_above_chance_on_held_out_faces(quick_run):
 def test_files_are_complete_and_no_temporary_or_backup_is_left(quick_run):
     config, result, _ = quick_run
     assert sorted(os.listdir(config.output_dir)) == sorted(
-        [pretrain_lib.REPORT_FILE, pretrain_lib.WEIGHTS_FILE]
+        [config.report_file, config.weights_file]
     )
     with open(result.report_path) as handle:
         assert json.load(handle) == json.loads(json.dumps(result.report))
@@ -134,7 +134,7 @@ def test_rerun_after_a_crash_resumes_from_the_backup(fer_subset, tmp_path):
     )
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain_lib.pretrain(config, callbacks=[CrashAfterEpoch(2)], verbose=0)
-    with open(tmp_path / pretrain_lib.REPORT_FILE) as handle:
+    with open(tmp_path / config.report_file) as handle:
         crashed = json.load(handle)
     assert crashed["completed"] is False
     assert [record["epoch"] for record in crashed["history"]] == [1, 2]
