@@ -1,4 +1,19 @@
 """keras_emotion: emotion recognition in face videos with spatial attention and
-temporal softmax pooling (Keras 3 / TensorFlow)."""
+temporal softmax pooling (Keras 3 / TensorFlow).
+
+`keras_emotion.load_pretrained()` loads the model that ships with the package. It is
+imported on first use, so that `import keras_emotion.data.config` and the other light
+modules do not load TensorFlow.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+_LAZY_ATTRIBUTES = {"load_pretrained": "keras_emotion.pretrained", "PRETRAINED_MODEL_DIR": "keras_emotion.pretrained"}
+
+
+def __getattr__(name):
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'keras_emotion' has no attribute {name!r}")

@@ -23,6 +23,10 @@ Files under `config.output_dir` (the chief's; other workers use `workers/<task>`
     logs/                     TensorBoard
     trained/                  `save_trained_model` of the best epoch: model.keras, model_info.json
 
+A trained-model directory holds model_info.json and either model.keras or, for a model that
+ships inside the package, model.float16.npz (`save_float16_weights`: every weight in float16,
+rebuilt from the ModelConfig in model_info.json when loaded).
+
 The model is compiled through a one-output view, `keras.Model(inputs, probabilities)`, that
 shares every layer and weight with the built model: Keras can then pair the (B,) labels with
 p(c) without dummy targets for "frame_importance" and "spatial_attention".
@@ -37,6 +41,7 @@ import warnings
 from typing import Optional, Sequence
 
 import keras
+import numpy as np
 from keras import tree
 
 from keras_emotion.data.config import InputConfig
@@ -44,7 +49,7 @@ from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.metadata import batches_per_pass, read_class_names, read_manifest
 from keras_emotion.data.pipeline import build_dataset, list_shards
 from keras_emotion.files import OutputDirLock, atomic_write
-from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
+from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables, with_any_number_of_frames
 from keras_emotion.models.info import ModelInfo, Preprocessing, read_model_info, write_model_info
 from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger
 from keras_emotion.training.config import TrainConfig
@@ -52,6 +57,7 @@ from keras_emotion.training.distribution import get_strategy, is_multi_worker, w
 from keras_emotion.training.optimizers import group_learning_rates, two_rate_sgd
 
 MODEL_FILE = "model.keras"
+FLOAT16_WEIGHTS_FILE = "model.float16.npz"
 BACKUP_DIR = "backup"
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 HISTORY_FILE = "history.csv"
@@ -280,19 +286,62 @@ def save_trained_model(
     return model_path
 
 
+def save_float16_weights(model: keras.Model, directory: str, info: ModelInfo) -> str:
+    """Saves `model`'s weights in float16 (half the size of model.keras) with its ModelInfo.
+
+    Writes `<directory>/model.float16.npz` (arrays "0", "1", ... in `model.weights` order,
+    and "paths", their variable paths), then `<directory>/model_info.json`, each atomically.
+    `info.model_config` must describe `model`: `load_trained_model` rebuilds it from there.
+
+    Returns:
+        The path of the `.npz` file.
+    """
+    if info.model_config is None:
+        raise ValueError("save_float16_weights: the ModelInfo needs the model_config to rebuild the model")
+    arrays = {str(index): keras.ops.convert_to_numpy(weight).astype(np.float16) for index, weight in enumerate(model.weights)}
+    arrays["paths"] = np.array([weight.path for weight in model.weights])
+    path = os.path.join(directory, FLOAT16_WEIGHTS_FILE)
+    with atomic_write(path, keep_suffix=".npz") as temp:
+        with open(temp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    write_model_info(directory, info)
+    return path
+
+
+def _load_float16_weights(path: str, info: ModelInfo) -> keras.Model:
+    """The model of `info.model_config` (any number of frames) holding the weights in `path`."""
+    if info.model_config is None:
+        raise ValueError(f"{path}: its model_info.json has no model_config to rebuild the model from")
+    model = build_model(dataclasses.replace(info.model_config, backbone_weights=None))
+    with np.load(path) as stored:
+        paths = [str(name) for name in stored["paths"]]
+        expected = [weight.path for weight in model.weights]
+        if paths != expected:
+            raise ValueError(f"{path}: its weights {len(paths)} do not fit the model of model_info.json ({len(expected)} weights)")
+        for index, weight in enumerate(model.weights):
+            weight.assign(stored[str(index)].astype(weight.dtype))
+    return with_any_number_of_frames(model)
+
+
 def load_trained_model(directory: str) -> TrainedModel:
-    """Loads what `save_trained_model` wrote in `directory` (for inference: not compiled).
+    """Loads what `save_trained_model` or `save_float16_weights` wrote in `directory` (for
+    inference: not compiled).
 
     Raises:
-        FileNotFoundError: `directory` lacks model_info.json or model.keras (naming it).
-        ValueError: model_info.json is not valid JSON or has another format version.
+        FileNotFoundError: `directory` lacks model_info.json, or both model.keras and
+            model.float16.npz (naming it).
+        ValueError: model_info.json is not valid JSON or has another format version, or the
+            float16 weights do not fit its model_config.
     """
     what = "a trained-model directory (or saving it was interrupted)"
     info = read_model_info(directory, what=what)
     model_path = os.path.join(directory, MODEL_FILE)
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"{model_path} not found: {directory} is not {what}")
-    return TrainedModel(model=keras.models.load_model(model_path, compile=False), info=info)
+    float16_path = os.path.join(directory, FLOAT16_WEIGHTS_FILE)
+    if os.path.isfile(model_path):
+        return TrainedModel(model=keras.models.load_model(model_path, compile=False), info=info)
+    if os.path.isfile(float16_path):
+        return TrainedModel(model=_load_float16_weights(float16_path, info), info=info)
+    raise FileNotFoundError(f"{model_path} not found: {directory} is not {what}")
 
 
 @contextlib.contextmanager
