@@ -12,15 +12,20 @@ import sys
 from absl import app, flags
 
 from keras_emotion.export import export_trained_model
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 from keras_emotion.files import OutputDirInUseError, OutputDirLock
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A trained-model folder (model.keras + model_info.json) from training.")
+flags.DEFINE_string(
+    "model_dir",
+    PRETRAINED_MODEL_DIR,
+    "A trained-model folder (model_info.json + model.keras) from training; default the model shipped in the package.",
+)
 flags.DEFINE_string("base_dir", None, "Folder of served models; the export goes to <base_dir>/<name>/<version>.")
 flags.DEFINE_string("name", "emotion", "Model name (TF Serving's MODEL_NAME).")
 flags.DEFINE_integer("version", None, "Version number; default one more than the largest existing version.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
-flags.mark_flags_as_required(["model_dir", "base_dir"])
+flags.mark_flags_as_required(["base_dir"])
 
 
 def main(argv):

@@ -3,8 +3,9 @@
     keras-emotion predict --model runs/demo/trained --input demo_corpus/demo_sequence.avi \
         --output prediction.json
 
---model is a trained-model folder (model.keras + model_info.json) or an exported SavedModel
-(a version folder, or the TF Serving model folder holding numbered versions). Faces are
+--model is a trained-model folder (model_info.json + model.keras) or an exported SavedModel
+(a version folder, or the TF Serving model folder holding numbered versions); without it the
+model shipped in the package is used (keras_emotion.pretrained). Faces are
 tracked through the video and classified in sliding windows; see
 keras_emotion.inference.predictor for the JSON written. Prints one line per tracked face.
 
@@ -19,9 +20,12 @@ from absl import flags
 
 from keras_emotion.data.video import InputError
 from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video, write_prediction
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Trained-model folder or SavedModel folder.", required=True)
+flags.DEFINE_string(
+    "model", PRETRAINED_MODEL_DIR, "Trained-model folder or SavedModel folder; default the model shipped in the package."
+)
 flags.DEFINE_string("input", None, "Video file, folder of frames, or image.", required=True)
 flags.DEFINE_string("output", None, "JSON file to write.", required=True)
 flags.DEFINE_integer("window", None, "Frames per window (default: the model's frames per clip, or 16).")

@@ -33,6 +33,10 @@ flags.DEFINE_float(
     "Smallest face to find, as a fraction of the frame's shorter side: large frames are downscaled for "
     "detection accordingly (0: detect at full resolution).",
 )
+flags.DEFINE_float("eye_level", AlignmentConfig.eye_level, "Height of the aligned eye centres (fraction of the face side).")
+flags.DEFINE_float(
+    "eye_distance", AlignmentConfig.eye_distance, "Distance between the aligned eye centres (fraction of the face side)."
+)
 flags.DEFINE_integer("shard_mb", 64, "Shard size bound in MiB.")
 flags.DEFINE_list("class_names", None, "Classes in label order; default the sorted labels found.")
 flags.DEFINE_list("splits", None, "Subject-wise split as name=fraction pairs, e.g. train=0.7,val=0.15,test=0.15.")
@@ -81,6 +85,8 @@ def main(argv):
             cnn_fallback=not FLAGS.no_cnn_fallback,
             upsample=FLAGS.upsample,
             min_face_fraction=FLAGS.min_face_fraction,
+            eye_level=FLAGS.eye_level,
+            eye_distance=FLAGS.eye_distance,
         ),
         shard_bytes=FLAGS.shard_mb * 2**20,
     )

@@ -26,10 +26,13 @@ from keras_emotion.inference.visualize import (
     plot_explanation,
     read_tfrecord_clip,
 )
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "PNG file to write.", required=True)
-flags.DEFINE_string("model", None, "Trained-model folder (model.keras + model_info.json).")
+flags.DEFINE_string(
+    "model", PRETRAINED_MODEL_DIR, "Trained-model folder (model_info.json + model.keras); default the shipped model."
+)
 flags.DEFINE_string("tfrecords", None, "TFRecord folder or glob of shards holding --clip_id.")
 flags.DEFINE_string("split", "*", "Split whose shards are searched when --tfrecords is a folder.")
 flags.DEFINE_string("clip_id", None, "Id of the clip in --tfrecords.")
@@ -45,8 +48,8 @@ def main(argv):
     if FLAGS.evaluation_json:
         print(plot_evaluation(FLAGS.evaluation_json, FLAGS.output, FLAGS.title))
         return
-    if not FLAGS.model or bool(FLAGS.video) == bool(FLAGS.clip_id and FLAGS.tfrecords):
-        raise app.UsageError("give --model and either --video or --tfrecords with --clip_id (or --evaluation_json)")
+    if bool(FLAGS.video) == bool(FLAGS.clip_id and FLAGS.tfrecords):
+        raise app.UsageError("give either --video or --tfrecords with --clip_id (or --evaluation_json)")
     model = load_clip_model(FLAGS.model)
     try:
         if FLAGS.video:

@@ -6,7 +6,7 @@ continues the track of earlier frames, else the largest confident one), a
 68- or 5-point shape predictor locates its landmarks, and a similarity
 transform (rotation, uniform scale, translation) maps the two eye centres onto
 fixed template positions, so that the aligned face has level eyes at
-`template_eye_centres(output_size)`.
+`template_eye_centres(output_size, eye_level, eye_distance)` (AlignmentConfig).
 
 Frames without a face keep their place in the clip: they are warped with the
 transform of the nearest frame (in time) that has one and flagged
@@ -46,8 +46,9 @@ _EYE_LANDMARKS = {
     5: (np.array([2, 3]), np.array([0, 1])),
 }
 
-# Template eye centres as fractions of the output size: (x, y) of the left and right eye.
-_TEMPLATE_EYES = np.array([[0.35, 0.40], [0.65, 0.40]])
+# Default template: the eye centres' height and their distance, as fractions of the output size.
+DEFAULT_EYE_LEVEL = 0.40
+DEFAULT_EYE_DISTANCE = 0.30
 
 _STAGES = ("detection", "landmarks", "alignment")
 
@@ -64,6 +65,11 @@ class AlignmentConfig:
             MIN_DETECTION_SIDE pixels) frame; each doubles the size and finds
             faces half as large, at about four times the cost.
         jpeg_quality: quality for `encode_jpeg` of the aligned faces.
+        eye_level: height of the template's eye centres, as a fraction of output_size.
+        eye_distance: distance between the template's eye centres (placed symmetrically about
+            the vertical midline), as a fraction of output_size. The default (0.40, 0.30)
+            leaves room around the face for crops; FER2013 and CK+48 crops are tighter
+            (about 0.38, 0.37: see `keras_emotion.pretrained`).
         min_face_fraction: the smallest face to find, as a fraction of the frame's
             shorter side. Larger frames are downscaled for detection until such a face
             is the smallest the detector finds at `upsample` (HOG_MIN_FACE_SIDE /
@@ -78,6 +84,8 @@ class AlignmentConfig:
     upsample: int = 1
     jpeg_quality: int = 95
     min_face_fraction: float = 0.15
+    eye_level: float = DEFAULT_EYE_LEVEL
+    eye_distance: float = DEFAULT_EYE_DISTANCE
 
     def __post_init__(self):
         if self.landmarks not in _EYE_LANDMARKS:
@@ -90,6 +98,10 @@ class AlignmentConfig:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if not 0 <= self.min_face_fraction <= 1:
             raise ValueError(f"min_face_fraction must be in [0, 1], got {self.min_face_fraction}")
+        if not (0 < self.eye_level < 1 and 0 < self.eye_distance < 1):
+            raise ValueError(
+                f"eye_level and eye_distance must be in (0, 1), got {self.eye_level}, {self.eye_distance}"
+            )
 
 
 @dataclasses.dataclass
@@ -136,9 +148,13 @@ class NoFaceError(ValueError):
         self.source = source
 
 
-def template_eye_centres(output_size: int = 256) -> np.ndarray:
-    """Where alignment puts the eye centres: float64 (2, 2), rows (x, y) of the image-left and image-right eye."""
-    return _TEMPLATE_EYES * output_size
+def template_eye_centres(
+    output_size: int = 256, eye_level: float = DEFAULT_EYE_LEVEL, eye_distance: float = DEFAULT_EYE_DISTANCE
+) -> np.ndarray:
+    """Where alignment puts the eye centres: float64 (2, 2), rows (x, y) of the image-left and
+    image-right eye, at height `eye_level` and `eye_distance` apart (fractions of output_size)."""
+    half = eye_distance / 2
+    return np.array([[0.5 - half, eye_level], [0.5 + half, eye_level]]) * output_size
 
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
@@ -368,7 +384,8 @@ class FaceAligner:
         size = self.config.output_size
         left_eye, right_eye = _EYE_LANDMARKS[self.config.landmarks]
         eyes = np.stack([landmarks[left_eye].mean(axis=0), landmarks[right_eye].mean(axis=0)])
-        matrix = _similarity_transform(eyes, template_eye_centres(size))
+        template = template_eye_centres(size, self.config.eye_level, self.config.eye_distance)
+        matrix = _similarity_transform(eyes, template)
         face = cv2.warpAffine(
             rgb, matrix, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0
         )

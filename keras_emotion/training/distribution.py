@@ -42,7 +42,10 @@ def _strategy_for(tf_config: str) -> tf.distribute.Strategy:
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    """True when `strategy` has replicas in other processes (several workers)."""
+    """True when `strategy` has replicas in other processes (several workers); False for
+    TensorFlow's default (no) strategy too."""
+    if not tf.distribute.has_strategy():
+        return False
     return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
 
 

@@ -119,6 +119,18 @@ def test_template_eye_centres_are_level_and_symmetric():
     np.testing.assert_allclose(template_eye_centres(128), eyes / 2)
 
 
+def test_eye_level_and_distance_set_the_template(astronaut, reference_dlib):
+    """The framing of FER2013/CK+48 crops: eyes at 0.38 of the height, 0.37 of the side apart."""
+    np.testing.assert_allclose(template_eye_centres(100, 0.38, 0.37), [[31.5, 38.0], [68.5, 38.0]])
+    config = AlignmentConfig(output_size=192, eye_level=0.38, eye_distance=0.37)
+    face, landmarks = FaceAligner(config).align_image(astronaut)
+    template = template_eye_centres(192, 0.38, 0.37)
+    np.testing.assert_allclose(_eye_centres(landmarks), template, atol=1e-3)
+    np.testing.assert_allclose(_redetected_eye_centres(reference_dlib, face), template, atol=4)
+    with pytest.raises(ValueError, match=r"eye_level and eye_distance must be in \(0, 1\), got 1.2, 0.3"):
+        AlignmentConfig(eye_level=1.2)
+
+
 def test_astronaut_eyes_land_on_template(aligner, astronaut, reference_dlib):
     face, landmarks = aligner.align_image(astronaut)
 

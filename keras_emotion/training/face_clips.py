@@ -1,0 +1,339 @@
+"""Trains the video model that ships with the package on face crops held in memory.
+
+The paper's model (a face backbone, spatial attention SA, temporal softmax pooling TP) is
+fine-tuned on the real faces we have: FER2013 images as 1-frame clips and CK+48 sequences as
+3-frame clips. Both corpora are tight face crops of the same framing (eyes at about 0.38 of
+the height, 0.37 of the width apart), so no dlib alignment is run on them; videos are aligned
+to that framing when the model predicts (`SHIPPED_ALIGNMENT`).
+
+    FER2013 <dir>/train/<class>/*.jpg        1-frame clips     \\  classes matched to
+    CK+48   <dir>/<class>/S###_###_#.png     3-frame clips      >  data.emotions.EMOTIONS
+      -> every frame decoded once, resized to S x S, uint8, one array of frames
+      -> per step: B clips of one length F (CK+48 clips repeated `ck48_repeats` times a pass)
+         -> gather their frames
+         -> augment each frame (pretrain.augment: zoom-crop, shift, flip, brightness, contrast)
+      -> model {"frames": (B, F, S, S, 3), "frame_mask": (B, F)} -> p(c) (B, 7)
+
+The backbone is frozen (trainable False, so its BatchNorm layers also run in inference mode);
+SA and the frame scores W_sm are
+trained with AdamW (warm-up, cosine decay) on the clip cross-entropy. The paper's backbone
+learning rate (1e-5 against 0.1 for the head) barely moves a backbone either.
+
+CK+48 subjects are split into `folds` subject-wise folds (seeded); the folds in
+`held_out_folds` are left out of training and evaluated at the end, so that a run with
+held-out folds measures accuracy on unseen subjects and a run without trains on all of them.
+The epoch with the best FER2013 validation accuracy is kept.
+
+Files under `output_dir`:
+
+    model_info.json, model.float16.npz   the model (`task.save_float16_weights`): a
+                                         trained-model directory every tool reads
+    report.json                          config, per-epoch history, final figures
+    history.csv                          one row per epoch
+    checkpoints/best.weights.h5          weights of the best epoch (FER2013 val accuracy)
+    backup/                              `callbacks.EpochBackup` (a rerun resumes; removed
+                                         when training completes)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_emotion.data.datasets import list_ck48, split_by_subject
+from keras_emotion.data.emotions import EMOTIONS, match_class_names
+from keras_emotion.data.faces import AlignmentConfig
+from keras_emotion.files import write_json_atomically
+from keras_emotion.models import ModelConfig, build_model
+from keras_emotion.models.builder import BACKBONE_NAME
+from keras_emotion.models.info import ModelInfo, Preprocessing
+from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger, read_history
+from keras_emotion.training.metrics import classification_report
+from keras_emotion.training.optimizers import warmup_cosine_adamw
+from keras_emotion.training.pretrain import augment, decode_images, list_class_folders, list_image_files
+from keras_emotion.training.task import classification_loss, probabilities_model, save_float16_weights
+
+VIDEO_FRAMES = 16
+"""Frames the shipped model samples from a video window (the paper's 16)."""
+SHIPPED_ALIGNMENT = AlignmentConfig(output_size=48, eye_level=0.38, eye_distance=0.37)
+"""The framing of FER2013 and CK+48 crops (measured with dlib's landmarks on 150 images of each)."""
+REPORT_FILE = "report.json"
+HISTORY_FILE = "history.csv"
+BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
+BACKUP_DIR = "backup"
+
+
+@dataclasses.dataclass
+class FaceClipsConfig:
+    """A training run of the shipped video model.
+
+    Attributes:
+        fer2013_dir: folder with `train/<class>/*` and `validation/<class>/*` images.
+        ck48_dir: the CK+48 folder `<class>/S###_###_########.png`.
+        backbone_weights: the pre-trained backbone (scripts/pretrain_backbone.py).
+        output_dir: folder receiving the model, report and backup.
+        backbone: the backbone those weights are for.
+        image_size: S, side the faces are resized to (the backbone's pre-training size).
+        num_heads: N, heads of spatial attention.
+        attention_units: U, hidden size of SA's scoring MLP.
+        penalty: coefficient of SA's ||A A^T - I||_F^2 penalty.
+        epochs: passes over the training clips.
+        batch_size: clips per step.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        ck48_repeats: times each CK+48 training clip appears in a pass (FER2013 has ~100x more).
+        folds: CK+48 subject-wise folds.
+        held_out_folds: CK+48 folds left out of training and evaluated at the end.
+        min_crop_fraction, brightness_delta, contrast_range: augmentation (`pretrain.augment`).
+        seed: seed of initialisation, fold split, shuffling and augmentation.
+        max_per_class: if set, at most this many FER2013 images per class and split (quick runs).
+    """
+
+    fer2013_dir: str
+    ck48_dir: str
+    backbone_weights: str
+    output_dir: str
+    backbone: str = "compact_wide"
+    image_size: int = 48
+    num_heads: int = 1
+    attention_units: int = 64
+    penalty: float = 0.0
+    epochs: int = 6
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    ck48_repeats: int = 10
+    folds: int = 10
+    held_out_folds: Sequence[int] = ()
+    min_crop_fraction: float = 0.85
+    brightness_delta: float = 25.0
+    contrast_range: tuple = (0.8, 1.2)
+    seed: int = 0
+    max_per_class: Optional[int] = None
+
+    def __post_init__(self):
+        self.held_out_folds = tuple(sorted(set(self.held_out_folds)))
+        if any(not 0 <= fold < self.folds for fold in self.held_out_folds):
+            raise ValueError(f"held_out_folds={self.held_out_folds}; folds are 0..{self.folds - 1}")
+
+    def model_config(self) -> ModelConfig:
+        """The video model: the backbone, SA (N heads), frame scores, TP; 7 classes."""
+        return ModelConfig(
+            num_classes=len(EMOTIONS),
+            num_frames=None,
+            image_size=self.image_size,
+            backbone=self.backbone,
+            backbone_weights=self.backbone_weights,
+            spatial="sa",
+            num_heads=self.num_heads,
+            attention_units=self.attention_units,
+            penalty=self.penalty,
+            temporal="tp",
+        )
+
+
+@dataclasses.dataclass
+class FaceClips:
+    """Clips of face crops held in memory as one array of frames.
+
+    Attributes:
+        frames: uint8 (n_frames, S, S, 3) RGB, the frames of every clip, clip after clip.
+        starts: int32 (N,) index of each clip's first frame in `frames`.
+        lengths: int32 (N,) frames of each clip.
+        labels: int32 (N,) class indices into EMOTIONS.
+    """
+
+    frames: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, clip_indices) -> "FaceClips":
+        """The clips at `clip_indices`, their frames copied into a new array."""
+        clip_indices = np.asarray(clip_indices, np.int64)
+        lengths = self.lengths[clip_indices]
+        frame_indices = np.concatenate(
+            [np.arange(start, start + length) for start, length in zip(self.starts[clip_indices], lengths)]
+        ) if len(clip_indices) else np.zeros(0, np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+        return FaceClips(self.frames[frame_indices], starts, lengths, self.labels[clip_indices])
+
+
+def fer2013_clips(split_dir: str, image_size: int, max_per_class: Optional[int] = None) -> tuple:
+    """The images of a FER2013-layout split as 1-frame clips.
+
+    Returns:
+        (clips, skipped): FaceClips with labels in EMOTIONS order, and the class folders that
+        match no emotion.
+    """
+    folders = list_class_folders(split_dir)
+    emotion_of_folder, skipped = match_class_names(folders, EMOTIONS)
+    kept = [folders[index] for index in sorted(emotion_of_folder)]
+    paths, folder_labels = list_image_files(split_dir, kept, max_per_class)
+    labels = np.array([emotion_of_folder[folders.index(kept[label])] for label in folder_labels], np.int32)
+    starts = np.arange(len(paths), dtype=np.int32)
+    return FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels), skipped
+
+
+def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:
+    """CK+48 sequences as clips, each with its subject-wise fold.
+
+    Returns:
+        (clips, fold_of_clip, skipped): FaceClips (labels in EMOTIONS order), int (N,) fold
+        indices, and the class names that match no emotion (CK+ contempt).
+    """
+    sources, _ = list_ck48(root)
+    class_names = sorted({source.label_name for source in sources})
+    emotion_of_class, skipped = match_class_names(class_names, EMOTIONS)
+    sources = [source for source in sources if class_names.index(source.label_name) in emotion_of_class]
+    sources = [source for source in split_by_subject(sources, folds=folds, seed=seed)]
+    lengths = np.array([len(source.path) for source in sources], np.int32)
+    frames = decode_images([path for source in sources for path in source.path], image_size)
+    labels = np.array([emotion_of_class[class_names.index(source.label_name)] for source in sources], np.int32)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+    fold_of_clip = np.array([int(source.split.removeprefix("fold")) for source in sources])
+    return FaceClips(frames, starts, lengths, labels), fold_of_clip, skipped
+
+
+def concatenate(first: FaceClips, second: FaceClips) -> FaceClips:
+    """The clips of `first`, then those of `second`."""
+    return FaceClips(
+        np.concatenate([first.frames, second.frames]),
+        np.concatenate([first.starts, second.starts + len(first.frames)]).astype(np.int32),
+        np.concatenate([first.lengths, second.lengths]),
+        np.concatenate([first.labels, second.labels]),
+    )
+
+
+def _gather_clips(frames, starts, num_frames: int, clip_indices):
+    """Frames of clips of `num_frames` frames each: -> float32 (B, num_frames, S, S, 3) 0..255."""
+    frame_indices = tf.gather(starts, clip_indices)[:, tf.newaxis] + tf.range(num_frames)[tf.newaxis, :]
+    return tf.cast(tf.gather(frames, frame_indices), tf.float32)
+
+
+def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsConfig] = None, repeats=None):
+    """Batches ({"frames": (B, F, S, S, 3) float32 0..255, "frame_mask": (B, F)}, labels (B,)).
+
+    Every batch holds clips of one length F, so a 1-frame FER2013 clip costs one backbone
+    pass, not three.
+    Training (`config` given): endless, shuffled, augmented, clip i appearing `repeats[i]`
+    times a pass, batches of each length drawn in proportion to their clips. Evaluation
+    (`config` None): one pass, clips grouped by length, no augmentation.
+    """
+    frames, starts, labels = tf.constant(clips.frames), tf.constant(clips.starts), tf.constant(clips.labels)
+    repeats = np.ones(len(clips), np.int64) if repeats is None else np.asarray(repeats)
+    by_length, weights = [], []
+    for num_frames in np.unique(clips.lengths):
+        order = np.repeat(np.flatnonzero(clips.lengths == num_frames), repeats[clips.lengths == num_frames])
+        indices = tf.data.Dataset.from_tensor_slices(order)
+
+        def inputs_and_labels(batch, seed=None, num_frames=int(num_frames)):
+            clip_frames = _gather_clips(frames, starts, num_frames, batch)
+            if seed is not None:
+                shape = tf.shape(clip_frames)
+                flat = tf.reshape(clip_frames, tf.concat([[-1], shape[2:]], 0))
+                clip_frames = tf.reshape(augment(flat, seed, config), shape)
+            mask = tf.ones(tf.shape(clip_frames)[:2], tf.float32)
+            return {"frames": clip_frames, "frame_mask": mask}, tf.gather(labels, batch)
+
+        if config is None:
+            by_length.append(indices.batch(batch_size).map(inputs_and_labels))
+            continue
+        seeds = tf.data.Dataset.random(seed=config.seed + int(num_frames)).batch(2)
+        batches = indices.shuffle(len(order), seed=config.seed).repeat().batch(batch_size, drop_remainder=True)
+        by_length.append(tf.data.Dataset.zip(batches, seeds).map(inputs_and_labels, num_parallel_calls=tf.data.AUTOTUNE))
+        weights.append(len(order))
+    if config is None:
+        dataset = by_length[0]
+        for other in by_length[1:]:
+            dataset = dataset.concatenate(other)
+    else:
+        weights = np.asarray(weights, np.float64) / np.sum(weights)
+        dataset = tf.data.Dataset.sample_from_datasets(by_length, weights.tolist(), seed=config.seed)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def evaluate_clips(model: keras.Model, clips: FaceClips, batch_size: int = 256) -> dict:
+    """`metrics.classification_report` of `model` on `clips` (EMOTIONS as classes)."""
+    labels, predictions = [], []
+    for inputs, batch_labels in clip_dataset(clips, batch_size):
+        predictions.append(np.argmax(model(inputs, training=False)["probabilities"], axis=-1))
+        labels.append(batch_labels.numpy())
+    return classification_report(np.concatenate(labels), np.concatenate(predictions), EMOTIONS)
+
+
+def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
+    """Trains the shipped model's head on FER2013 + CK+48 (see the module docstring).
+
+    Returns:
+        The report written to `output_dir/report.json`.
+    """
+    fer_train, fer_skipped = fer2013_clips(
+        os.path.join(config.fer2013_dir, "train"), config.image_size, config.max_per_class
+    )
+    fer_val, _ = fer2013_clips(os.path.join(config.fer2013_dir, "validation"), config.image_size, config.max_per_class)
+    ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
+    held_out = np.isin(fold_of_clip, config.held_out_folds)
+    ck48_train, ck48_test = ck48.subset(np.flatnonzero(~held_out)), ck48.subset(np.flatnonzero(held_out))
+    train_clips = concatenate(fer_train, ck48_train)
+    repeats = np.concatenate([np.ones(len(fer_train), np.int64), np.full(len(ck48_train), config.ck48_repeats)])
+    steps_per_epoch = int(repeats.sum()) // config.batch_size
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.model_config())
+    model.get_layer(BACKBONE_NAME).trainable = False
+    trainable = probabilities_model(model)
+    trainable.compile(
+        optimizer=warmup_cosine_adamw(config.learning_rate, config.weight_decay, config.epochs, 0.5, steps_per_epoch),
+        loss=classification_loss(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    os.makedirs(config.output_dir, exist_ok=True)
+    best_weights = os.path.join(config.output_dir, BEST_WEIGHTS_FILE)
+    history_csv = os.path.join(config.output_dir, HISTORY_FILE)
+    trainable.fit(
+        clip_dataset(train_clips, config.batch_size, config, repeats),
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=clip_dataset(fer_val, 256),
+        shuffle=False,  # clip_dataset shuffles
+        callbacks=[
+            EpochCSVLogger(history_csv),
+            BestWeightsCheckpoint(best_weights, "val_accuracy", history_csv),
+            EpochBackup(os.path.join(config.output_dir, BACKUP_DIR)),
+        ],
+        verbose=verbose,
+    )
+    trainable.load_weights(best_weights)
+    info = ModelInfo(
+        class_names=list(EMOTIONS),
+        preprocessing=Preprocessing(config.image_size, 1.0),
+        num_frames=VIDEO_FRAMES,
+        model_config=dataclasses.replace(config.model_config(), backbone_weights=None),
+        dataset_manifest={
+            "image_size": config.image_size,
+            "preprocessing": {"alignment": dataclasses.asdict(SHIPPED_ALIGNMENT)},
+            "sources": ["FER2013 train", "CK+48"],
+        },
+        keras_version=keras.__version__,
+    )
+    save_float16_weights(model, config.output_dir, info)
+    report = {
+        "config": dataclasses.asdict(config),
+        "train_clips": {"fer2013": len(fer_train), "ck48": len(ck48_train)},
+        "skipped_classes": {"fer2013": fer_skipped, "ck48": ck48_skipped},
+        "history": read_history(history_csv),
+        "fer2013_validation": evaluate_clips(model, fer_val),
+        "ck48_held_out": evaluate_clips(model, ck48_test) if len(ck48_test) else None,
+        "ck48_held_out_folds": list(config.held_out_folds),
+    }
+    write_json_atomically(os.path.join(config.output_dir, REPORT_FILE), report)
+    return report

@@ -1,0 +1,101 @@
+"""Tests of keras_emotion.training.face_clips: FER2013 images and CK+48 sequences as clips,
+and a short training run of the shipped model's recipe."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_emotion.data.emotions import EMOTIONS
+from keras_emotion.models.backbones import build_backbone
+from keras_emotion.training import face_clips
+from keras_emotion.training.task import load_trained_model
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def fer_dir(shared_dir):
+    return str(shared_dir / "data" / "fer2013")
+
+
+@pytest.fixture(scope="module")
+def ck48(ck48_dir):
+    return face_clips.ck48_clips(ck48_dir, SIZE, folds=10, seed=0)
+
+
+def test_fer2013_images_are_one_frame_clips_in_emotion_order(fer_dir):
+    clips, skipped = face_clips.fer2013_clips(os.path.join(fer_dir, "validation"), SIZE, max_per_class=3)
+    assert skipped == []
+    assert len(clips) == 21 and clips.lengths.tolist() == [1] * 21
+    # FER2013's folders sort as angry, disgust, fear, happy, neutral, sad, surprise; the labels
+    # follow EMOTIONS (neutral last).
+    folder = os.path.join(fer_dir, "validation", "neutral")
+    first_neutral = cv2.imread(os.path.join(folder, sorted(os.listdir(folder))[0]), cv2.IMREAD_GRAYSCALE)
+    index = np.flatnonzero(clips.labels == EMOTIONS.index("neutral"))[0]
+    expected = cv2.resize(first_neutral, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(clips.frames[clips.starts[index], :, :, 0] - expected).mean() < 6
+    assert sorted(set(clips.labels.tolist())) == list(range(7))
+
+
+def test_ck48_sequences_are_three_frame_clips_without_contempt(ck48):
+    clips, fold_of_clip, skipped = ck48
+    assert skipped == ["contempt"]
+    assert set(clips.lengths.tolist()) == {3}
+    assert EMOTIONS.index("neutral") not in clips.labels and EMOTIONS.index("angry") in clips.labels
+    assert sorted(set(fold_of_clip.tolist())) == list(range(10))
+    assert len(clips.frames) == 3 * len(clips)
+
+
+def test_every_batch_holds_clips_of_one_length_and_their_frames(fer_dir, ck48):
+    fer, _ = face_clips.fer2013_clips(os.path.join(fer_dir, "validation"), SIZE, max_per_class=2)
+    both = face_clips.concatenate(fer, ck48[0].subset(range(5)))
+    seen = []
+    for inputs, labels in face_clips.clip_dataset(both, batch_size=4):
+        frames, mask = inputs["frames"].numpy(), inputs["frame_mask"].numpy()
+        assert mask.shape == frames.shape[:2] and (mask == 1).all()
+        seen += list(zip(labels.numpy().tolist(), frames))
+    assert len(seen) == len(both)
+    for index in range(len(both)):
+        start, length = both.starts[index], both.lengths[index]
+        matches = [frames for label, frames in seen if label == both.labels[index] and len(frames) == length
+                   and np.array_equal(frames, both.frames[start:start + length].astype(np.float32))]
+        assert matches, index
+
+
+def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fer_dir, ck48_dir):
+    weights = str(tmp_path / "backbone.weights.h5")
+    backbone = build_backbone("compact", SIZE)
+    backbone.save_weights(weights)
+    config = face_clips.FaceClipsConfig(
+        fer2013_dir=fer_dir,
+        ck48_dir=ck48_dir,
+        backbone_weights=weights,
+        output_dir=str(tmp_path / "out"),
+        backbone="compact",
+        image_size=SIZE,
+        epochs=1,
+        batch_size=32,
+        ck48_repeats=1,
+        held_out_folds=[0, 1],
+        max_per_class=20,
+    )
+    report = face_clips.train_face_clips(config, verbose=0)
+
+    assert report["train_clips"]["fer2013"] == 140
+    assert report["ck48_held_out"]["num_examples"] + report["train_clips"]["ck48"] == len(
+        face_clips.ck48_clips(ck48_dir, SIZE, 10, 0)[0]
+    )
+    assert sorted(os.listdir(config.output_dir)) == sorted(
+        ["checkpoints", "history.csv", "model.float16.npz", "model_info.json", "report.json"]
+    )
+    with open(os.path.join(config.output_dir, "report.json")) as handle:
+        assert json.load(handle)["fer2013_validation"]["num_examples"] == 140
+    trained = load_trained_model(config.output_dir)
+    assert trained.info.class_names == list(EMOTIONS)
+    assert trained.info.dataset_manifest["preprocessing"]["alignment"]["eye_distance"] == 0.37
+    loaded_backbone = trained.model.get_layer("backbone")
+    for before, after in zip(backbone.weights, loaded_backbone.weights):
+        np.testing.assert_allclose(after.numpy(), before.numpy().astype(np.float16), rtol=1e-3, atol=1e-4)
