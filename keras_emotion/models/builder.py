@@ -120,7 +120,9 @@ def build_model(config: ModelConfig) -> keras.Model:
         pooled_inputs = descriptors
     else:
         pooling = SCORE_POOLINGS[config.temporal](name="temporal_pooling")
-        pooled_inputs = keras.layers.Dense(config.num_classes, name="frame_scores")(descriptors)
+        pooled_inputs = keras.layers.Dense(
+            config.num_classes, use_bias=config.frame_score_bias, name="frame_scores"
+        )(descriptors)
     outputs["probabilities"], outputs["frame_importance"] = pooling(pooled_inputs, mask=frame_mask)
 
     # Identity layers give the outputs their names (model.output_names, serving signatures)

@@ -44,6 +44,7 @@ class ModelConfig:
         temporal: one of TEMPORAL_POOLINGS: "tp" temporal softmax pooling, "avg"/"max" pooling
             of per-frame scores, "lstm" an LSTM over frame descriptors.
         lstm_units: hidden size of the LSTM aggregator.
+        frame_score_bias: give the frame scores O = W_sm V a bias (the paper has none).
         dropout: dropout rate on frame descriptors before the class scores.
     """
 
@@ -58,6 +59,7 @@ class ModelConfig:
     penalty: float = 1.0
     temporal: str = "tp"
     lstm_units: int = 128
+    frame_score_bias: bool = False
     dropout: float = 0.0
 
     def __post_init__(self):

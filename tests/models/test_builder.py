@@ -268,3 +268,11 @@ def test_model_runs_under_jax():
         "spatial_attention": [2, 4, NUM_HEADS, NUM_REGIONS],
     }
     assert report["importance"][0][3] == 0 and report["importance"][1][2:] == [0, 0]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_frame_scores_are_w_sm_v_without_bias_unless_asked(bias):
+    """O = W_sm V as in the paper: the frame_scores layer has a kernel only, unless frame_score_bias."""
+    config = ModelConfig(num_classes=3, num_frames=2, image_size=32, spatial="none", frame_score_bias=bias)
+    layer = build_model(config).get_layer("frame_scores")
+    assert [weight.name for weight in layer.weights] == (["kernel", "bias"] if bias else ["kernel"])
