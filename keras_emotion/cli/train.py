@@ -4,7 +4,7 @@
         --backbone compact --backbone_weights runs/pretrain/compact_fer2013.weights.h5 \
         --image_size 64 --output_dir runs/afew_sa_tp
 
-    keras-emotion train --config runs/afew_sa_tp/train_config.json --epochs 40 --output_dir runs/afew_40
+    keras-emotion train --config runs/afew_sa_tp/train_config.json --epochs 70 --output_dir runs/afew_70
 
 --config reads a TrainConfig JSON (the train_config.json every run writes); each flag given on
 the command line then overrides its field(s) (see keras_emotion.training.config.TRAIN_OPTIONS).

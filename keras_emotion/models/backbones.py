@@ -66,12 +66,39 @@ class Backbone(keras.Model):
     `build_backbone` creates the layers inside that scope; `from_config` (used by
     `keras.models.load_model`) re-enters it, so variable paths read "backbone/..." also
     for a loaded model.
+
+    Attributes:
+        batchnorm_inference: when True, every call runs the backbone in inference mode
+            (`training=False`), also when the enclosing model trains: its BatchNormalization
+            layers normalise with their moving statistics and do not update them, while
+            gamma and beta stay trainable (the Keras transfer-learning rule for pre-trained
+            backbones). False (the default): BatchNormalization follows the caller's
+            training flag. Part of the config, so `.keras` files and `from_config` keep it.
+
+    Why not `backbone(x, training=False)` in the enclosing functional model: Keras 3
+    replaces a node's `training` argument with the training flag the enclosing model is
+    called with (keras-team/keras#20285), so `fit` would still run the BatchNormalization
+    layers in training mode; deciding inside `call` cannot be overridden.
     """
+
+    batchnorm_inference = False
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if self.batchnorm_inference:
+            training = False
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "batchnorm_inference": bool(self.batchnorm_inference)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        batchnorm_inference = bool(config.pop("batchnorm_inference", False))
         with keras.name_scope(BACKBONE_NAME):
-            return super().from_config(config, custom_objects)
+            backbone = super().from_config(config, custom_objects)
+        backbone.batchnorm_inference = batchnorm_inference
+        return backbone
 
 
 @keras.saving.register_keras_serializable(package="keras_emotion")

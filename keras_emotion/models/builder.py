@@ -14,6 +14,12 @@
 
 The frame mask goes to the attention (masked frames leave the SA penalty) and to the
 temporal pooling (masked frames get importance 0 and do not change the probabilities).
+
+BatchNormalization in the backbone sees all frames of all clips as one batch (B*F). A
+pre-trained backbone (`ModelConfig.pretrained_backbone`) therefore runs in inference mode
+also while training (`Backbone.batchnorm_inference`): its moving statistics stay fixed and a
+clip's output never depends on padded frames or on other clips. A backbone trained from
+scratch uses batch statistics while training, as usual.
 """
 
 from __future__ import annotations
@@ -82,11 +88,22 @@ def build_model(config: ModelConfig) -> keras.Model:
 
     The backbone is the nested model named "backbone" (see `backbone_variables`); with
     spatial "sa" the attention penalty is in `model.losses`.
+
+    BatchNormalization rule (the Keras transfer-learning rule): when the backbone is
+    pre-trained (`config.pretrained_backbone`: `backbone_weights` given, or "mini_xception"),
+    its BatchNormalization layers run in inference mode also when the model is called with
+    training=True or trained with `fit`: they normalise with their moving statistics, which
+    stay fixed, while gamma and beta stay trainable. A clip's outputs then depend neither
+    on its padded frames nor on the other clips of the batch. A backbone trained from
+    scratch keeps the usual behaviour (batch statistics while training). The choice is
+    stored in the backbone (`Backbone.batchnorm_inference`), so `model.save` /
+    `keras.models.load_model` and `with_any_number_of_frames` keep it.
     """
     size = config.image_size
     frames = keras.Input((config.num_frames, size, size, 3), name="frames")
     frame_mask = keras.Input((config.num_frames,), name="frame_mask")
     backbone = build_backbone(config.backbone, size, config.backbone_weights)
+    backbone.batchnorm_inference = config.pretrained_backbone
     feature_map = backbone(FoldFrames(name="fold_frames")(frames))  # (B*F, h, w, D)
 
     outputs = {}

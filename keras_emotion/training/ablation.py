@@ -48,7 +48,7 @@ from keras_emotion.data import schema
 from keras_emotion.data.datasets import ClipSource, split_by_subject
 from keras_emotion.data.metadata import class_names_by_label, manifest_path, read_labels, read_manifest
 from keras_emotion.files import atomic_write, temp_path, write_json_atomically
-from keras_emotion.training.config import TrainConfig, train_config
+from keras_emotion.training.config import TrainConfig, sgdr_epochs_problem, train_config
 from keras_emotion.training.evaluation import evaluate
 from keras_emotion.training.metrics import save_report_json
 from keras_emotion.training.task import BEST_WEIGHTS_FILE, load_trained_model, train
@@ -142,7 +142,8 @@ class AblationConfig:
         max_folds: run only the first folds (None: all k) for a quick table.
         seeds: runs per fold and row, with seeds 0 .. seeds-1 (initialisation and sampling).
         split_seed: seed of the assignment of subjects to folds.
-        epochs: training epochs of a run.
+        epochs: training epochs of a run; it must end at the end of an SGDR cycle of
+            TrainConfig's default restarts (at most 10, or 30, 70, ...).
         backbone, backbone_weights, image_size, num_frames, attention_units: the model.
         batch_size: clips per training step.
         backbone_lr, head_lr: initial learning rates of backbone and head.
@@ -175,6 +176,13 @@ class AblationConfig:
             raise ValueError(f"AblationConfig.max_folds={self.max_folds}; must be in 1..folds={self.folds}")
         if self.seeds < 1:
             raise ValueError(f"AblationConfig.seeds={self.seeds}; need at least 1")
+        # Each run uses TrainConfig's SGDR restarts and must end at the end of a cycle; refuse
+        # before any fold is written rather than at the first run.
+        problem = sgdr_epochs_problem(
+            self.epochs, TrainConfig.restart_epochs, TrainConfig.restart_t_mul, fix_restart_epochs=False
+        )
+        if problem:
+            raise ValueError(f"AblationConfig.{problem}")
 
     @property
     def fold_indices(self) -> range:

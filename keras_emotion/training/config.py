@@ -22,6 +22,11 @@ MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 class TrainConfig:
     """Everything `keras_emotion.training.task.train` needs.
 
+    A run must end at the end of an SGDR cycle (at the floor of the learning rate, not at a
+    high rate just after a restart): cycles end after epochs R, R(1 + t), R(1 + t + t^2), ...
+    (R = `first_cycle_epochs`, t = `restart_t_mul`; `sgdr_cycle_ends`) and `epochs` must be
+    one of them. With the defaults (R 10, t 2): 10, 30, 70, ...; any epochs <= 10 is one cycle.
+
     Attributes:
         train_data: the training input (shards, split, sampling, augmentation, global batch
             size, seed). Its `num_frames` and `image_size` must equal the model's.
@@ -33,8 +38,10 @@ class TrainConfig:
         head_lr: initial learning rate of every other variable.
         momentum: SGD momentum of both groups.
         weight_decay: decoupled weight decay of both groups (0 disables it).
-        restart_epochs: length of the first SGDR cosine period, in epochs.
-        restart_t_mul: factor applied to the period length at each restart.
+        restart_epochs: length of the first SGDR cosine period, in epochs; a run shorter
+            than that (epochs < restart_epochs) is one period of `epochs`
+            (`first_cycle_epochs`).
+        restart_t_mul: factor applied to the period length at each restart (>= 1).
         restart_m_mul: factor applied at each restart to the cosine's amplitude above the floor.
         restart_alpha: floor of the cosine, as a fraction of the initial learning rate.
         mixed_precision: one of MIXED_PRECISION_POLICIES.
@@ -93,6 +100,17 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.steps_per_epoch={self.steps_per_epoch}; need at least 1 or None")
         if self.restart_epochs <= 0:
             raise ValueError(f"TrainConfig.restart_epochs={self.restart_epochs}; must be > 0")
+        if self.restart_t_mul < 1:
+            raise ValueError(f"TrainConfig.restart_t_mul={self.restart_t_mul}; must be >= 1")
+        problem = sgdr_epochs_problem(self.epochs, self.restart_epochs, self.restart_t_mul)
+        if problem:
+            raise ValueError(f"TrainConfig.{problem}")
+
+    @property
+    def first_cycle_epochs(self) -> float:
+        """Length of the first SGDR cycle, in epochs: `restart_epochs`, or `epochs` when the
+        run is shorter than that (it is then one cosine cycle)."""
+        return min(self.restart_epochs, self.epochs)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (nested configs as dicts)."""
@@ -114,6 +132,61 @@ class TrainConfig:
             return cls.from_dict(values)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from error
+
+
+def sgdr_cycle_ends(restart_epochs: float, t_mul: float, max_epochs: float) -> list:
+    """The epochs after which the SGDR cycles end, up to the first end at or after `max_epochs`.
+
+    Cycle i (from 0) lasts restart_epochs * t_mul**i epochs, so the cycles end after
+    R, R(1 + t), R(1 + t + t^2), ... epochs. E.g. `sgdr_cycle_ends(10, 2, 12) == [10, 30]`;
+    a run of `max_epochs` ends at the end of a cycle when the last end equals `max_epochs`.
+
+    Raises:
+        ValueError: restart_epochs <= 0 or t_mul < 1 (shrinking cycles might never reach
+            `max_epochs`).
+    """
+    if restart_epochs <= 0:
+        raise ValueError(f"restart_epochs={restart_epochs}; must be > 0")
+    if t_mul < 1:
+        raise ValueError(f"t_mul={t_mul}; must be >= 1")
+    ends, period = [float(restart_epochs)], float(restart_epochs)
+    while ends[-1] < max_epochs and not _same_epoch(ends[-1], max_epochs):
+        period *= t_mul
+        ends.append(ends[-1] + period)
+    return ends
+
+
+def _same_epoch(a: float, b: float) -> bool:
+    """Equal up to the rounding of sums of float periods."""
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def sgdr_epochs_problem(epochs: int, restart_epochs: float, t_mul: float, fix_restart_epochs: bool = True) -> str:
+    """Why a run of `epochs` does not end at the end of an SGDR cycle, or "" when it does.
+
+    The first cycle lasts `restart_epochs`, or `epochs` when the run is shorter (as
+    `TrainConfig.first_cycle_epochs`).
+
+    The message names the cycle the run stops in, the cycle ends, the valid epoch counts
+    around `epochs` and (with `fix_restart_epochs`) that restart_epochs = epochs makes the
+    run one cycle, e.g. "epochs=12 ends 2 epochs into SGDR cycle 2 (cycles end after epochs
+    10, 30, ...); use epochs 10 or 30, or restart_epochs 12".
+    """
+    ends = sgdr_cycle_ends(min(restart_epochs, epochs), t_mul, epochs)
+    if _same_epoch(ends[-1], epochs):
+        return ""
+    into = epochs - ends[-2]
+    valid = [f"{end:g}" for end in ends[-2:] if _same_epoch(end, round(end))]
+    fixes = [f"epochs {' or '.join(valid)}"] if valid else []
+    if fix_restart_epochs:
+        fixes.append(f"restart_epochs {epochs}")
+    shown = [f"{end:g}" for end in ends]
+    if len(shown) > 4:
+        shown = [*shown[:2], "...", *shown[-2:]]
+    return (
+        f"epochs={epochs} ends {into:g} epoch{'' if into == 1 else 's'} into SGDR cycle {len(ends)} "
+        f"(cycles end after epochs {', '.join(shown)}, ...); use {', or '.join(fixes)}"
+    )
 
 
 def _input_config_from_dict(values: dict, name: str) -> InputConfig:

@@ -1,11 +1,12 @@
 """The optimizers of training (`two_rate_sgd`) and of backbone pre-training (`warmup_cosine_adamw`).
 
-`two_rate_sgd`: SGD with momentum, weight decay and warm restarts, one learning rate per
+`two_rate_sgd`: SGD with momentum, weight decay and warm restarts (`SGDRSchedule`, whose
+cycles end exactly at the floor, the last one with the run), one learning rate per
 parameter group.
 
 The paper trains the pretrained backbone slowly (lr 1e-5) and the rest of the network fast
 (lr 0.1), both with SGD (momentum 0.9, weight decay 5e-5) and SGDR warm restarts. Here each
-group gets its own `keras.optimizers.SGD` with its own `CosineDecayRestarts` schedule, and one
+group gets its own `keras.optimizers.SGD` with its own `SGDRSchedule`, and one
 `keras.optimizers.MultiOptimizer` dispatches every variable to its group's SGD.
 
 The dispatch is an `OptimizerMap` (not a Python callable) so that the optimizer serialises:
@@ -21,31 +22,97 @@ import re
 from typing import Sequence
 
 import keras
+import numpy as np
+from keras import ops
 
-from keras_emotion.training.config import TrainConfig
+from keras_emotion.training.config import TrainConfig, sgdr_cycle_ends
 
 BACKBONE_OPTIMIZER_NAME = "backbone_sgd"
 HEAD_OPTIMIZER_NAME = "head_sgd"
 
 
-def sgdr_schedule(
-    initial_learning_rate: float, config: TrainConfig, steps_per_epoch: int
-) -> keras.optimizers.schedules.CosineDecayRestarts:
-    """Cosine decay with warm restarts (SGDR); the first period lasts `config.restart_epochs`.
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class SGDRSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay with warm restarts over given cycles, each ending exactly at the floor.
+
+    Cycle i lasts `cycle_steps[i]` steps; its step k (0 .. T_i - 1) has the rate
+
+        lr * (alpha + (1 - alpha) * m_mul**i * (1 + cos(pi * k / (T_i - 1))) / 2)
+
+    so its first step is at the peak lr * (alpha + (1 - alpha) * m_mul**i) and its last step
+    at the floor alpha * lr (a one-step cycle is its peak). Keras' `CosineDecayRestarts`
+    uses k / T_i and so stops one step short of the floor; here the last step of a run that
+    ends with a cycle trains at the floor. Steps after the last cycle stay at the floor.
+
+    Args:
+        initial_learning_rate: lr, the rate of step 0.
+        cycle_steps: the length of each cycle in steps (positive ints).
+        m_mul: factor applied to the amplitude above the floor at each restart.
+        alpha: the floor, as a fraction of lr.
+    """
+
+    def __init__(self, initial_learning_rate, cycle_steps, m_mul=1.0, alpha=0.0, name="sgdr"):
+        super().__init__()
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.cycle_steps = [int(steps) for steps in cycle_steps]
+        if not self.cycle_steps or min(self.cycle_steps) < 1:
+            raise ValueError(f"SGDRSchedule: cycle_steps={self.cycle_steps}; need positive lengths")
+        self.m_mul = float(m_mul)
+        self.alpha = float(alpha)
+        self.name = name
+
+    def __call__(self, step):
+        lengths = np.asarray(self.cycle_steps, "float32")
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        step = ops.cast(step, "float32")
+        cycle = ops.sum(ops.cast(ops.greater_equal(step, ends), "int32"))  # len(lengths) after the run
+        last_cycle = len(lengths) - 1
+        current = ops.minimum(cycle, last_cycle)
+        length = ops.take(lengths, current)
+        fraction = (step - ops.take(starts, current)) / ops.maximum(length - 1.0, 1.0)
+        fraction = ops.where(ops.greater(cycle, last_cycle), 1.0, ops.clip(fraction, 0.0, 1.0))
+        amplitude = ops.power(self.m_mul, ops.cast(current, "float32"))
+        cosine = 0.5 * (1.0 + ops.cos(np.pi * fraction))
+        return self.initial_learning_rate * (self.alpha + (1.0 - self.alpha) * amplitude * cosine)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "cycle_steps": list(self.cycle_steps),
+            "m_mul": self.m_mul,
+            "alpha": self.alpha,
+            "name": self.name,
+        }
+
+
+def sgdr_cycle_steps(config: TrainConfig, steps_per_epoch: int) -> list:
+    """The length in steps of each SGDR cycle of the run of `config` (`sgdr_cycle_ends` of
+    `config.first_cycle_epochs`, `restart_t_mul` and `epochs`, turned into steps); they sum
+    to `config.epochs * steps_per_epoch`."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch={steps_per_epoch}; need at least 1")
+    ends = sgdr_cycle_ends(config.first_cycle_epochs, config.restart_t_mul, config.epochs)
+    boundaries = sorted({max(1, round(end * steps_per_epoch)) for end in ends})
+    return [end - start for start, end in zip([0, *boundaries[:-1]], boundaries)]
+
+
+def sgdr_schedule(initial_learning_rate: float, config: TrainConfig, steps_per_epoch: int) -> SGDRSchedule:
+    """Cosine decay with warm restarts (SGDR) over the run of `config`, which ends at the end
+    of a cycle (TrainConfig checks it): the first cycle lasts `config.first_cycle_epochs`
+    (`restart_epochs`, or `epochs` for a shorter run), each next one `restart_t_mul` times
+    longer, and the last step of the run is at the floor `restart_alpha * lr`.
 
     Args:
         initial_learning_rate: learning rate at step 0 (and at each restart when
             `restart_m_mul` is 1).
-        config: supplies `restart_epochs`, `restart_t_mul`, `restart_m_mul`, `restart_alpha`.
+        config: supplies `epochs`, `restart_epochs`, `restart_t_mul`, `restart_m_mul`,
+            `restart_alpha`.
         steps_per_epoch: optimizer steps in one epoch, to turn epochs into steps.
     """
-    if steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch={steps_per_epoch}; need at least 1")
-    first_period_steps = max(1, round(config.restart_epochs * steps_per_epoch))
-    return keras.optimizers.schedules.CosineDecayRestarts(
-        initial_learning_rate=initial_learning_rate,
-        first_decay_steps=first_period_steps,
-        t_mul=config.restart_t_mul,
+    return SGDRSchedule(
+        initial_learning_rate,
+        sgdr_cycle_steps(config, steps_per_epoch),
         m_mul=config.restart_m_mul,
         alpha=config.restart_alpha,
     )

@@ -270,6 +270,131 @@ def test_model_runs_under_jax():
     assert report["importance"][0][3] == 0 and report["importance"][1][2:] == [0, 0]
 
 
+# BatchNormalization rule: a pre-trained backbone keeps BatchNormalization in inference mode.
+
+
+def pretrained_backbone_file(tmp_path, image_size=IMAGE_SIZE) -> str:
+    """A compact backbone with random weights (positive moving variances, moving means away
+    from 0) saved as `.weights.h5`, as scripts/pretrain_backbone.py saves one."""
+    backbone = build_backbone("compact", image_size)
+    rng = np.random.default_rng(11)
+    for variable in backbone.weights:
+        if variable.path.endswith("moving_variance"):
+            value = rng.uniform(0.5, 2.0, variable.shape)
+        elif variable.path.endswith(("moving_mean", "beta")):
+            value = rng.normal(0, 0.5, variable.shape)
+        elif variable.path.endswith("gamma"):
+            value = rng.uniform(0.5, 1.5, variable.shape)
+        else:
+            value = rng.normal(0, 0.1, variable.shape)
+        variable.assign(value.astype("float32"))
+    path = str(tmp_path / "compact.weights.h5")
+    backbone.save_weights(path)
+    return path
+
+
+def training_probabilities(model, inputs) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(inputs, training=True)["probabilities"])
+
+
+def padded_and_other_clip_changes(rng):
+    """Inputs of 2 clips (clip 0 has a padded frame 1) and two changes that must not alter
+    clip 0: new pixels in its padded frame, and a new clip 1."""
+    inputs = clip_inputs(rng, [[1, 0, 1], [1, 1, 1]])
+    new_padding = {**inputs, "frames": inputs["frames"].copy()}
+    new_padding["frames"][0, 1] = rng.uniform(0, 255, new_padding["frames"][0, 1].shape)
+    new_other_clip = {**inputs, "frames": inputs["frames"].copy()}
+    new_other_clip["frames"][1] = rng.uniform(0, 255, new_other_clip["frames"][1].shape)
+    return inputs, new_padding, new_other_clip
+
+
+def moving_statistics(model) -> dict:
+    return {
+        variable.path: keras.ops.convert_to_numpy(variable).copy()
+        for variable in model.get_layer("backbone").non_trainable_weights
+        if variable.path.endswith(("moving_mean", "moving_variance"))
+    }
+
+
+def train_one_step(model, rng) -> None:
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss={"probabilities": keras.losses.SparseCategoricalCrossentropy()},
+    )
+    inputs = clip_inputs(rng, [[1, 0, 1], [1, 1, 1]])
+    assert np.isfinite(model.train_on_batch(inputs, {"probabilities": np.array([0, 2])}))
+
+
+def assert_clip_independent_in_training(model, rng) -> None:
+    inputs, new_padding, new_other_clip = padded_and_other_clip_changes(rng)
+    expected = training_probabilities(model, inputs)
+    for changed in (new_padding, new_other_clip):
+        np.testing.assert_allclose(training_probabilities(model, changed)[0], expected[0], rtol=0, atol=1e-6)
+    # Inference mode in training: the same outputs as a prediction.
+    np.testing.assert_allclose(expected, predict(model, inputs)["probabilities"], rtol=0, atol=1e-6)
+
+
+def test_pretrained_backbone_batchnorm_runs_in_inference_mode_while_training(tmp_path):
+    config = small_config(backbone_weights=pretrained_backbone_file(tmp_path))
+    assert config.pretrained_backbone
+    model = build_model(config)
+    assert model.get_layer("backbone").batchnorm_inference
+    rng = np.random.default_rng(12)
+    assert_clip_independent_in_training(model, rng)
+
+    before = moving_statistics(model)
+    trainable_before = [keras.ops.convert_to_numpy(v).copy() for v in backbone_variables(model)]
+    train_one_step(model, rng)
+    for path, value in moving_statistics(model).items():
+        np.testing.assert_array_equal(value, before[path], err_msg=path)
+    # gamma, beta and the kernels still train.
+    assert all(
+        not np.array_equal(keras.ops.convert_to_numpy(v), old)
+        for v, old in zip(backbone_variables(model), trainable_before)
+    )
+    assert len(before) == 16  # 8 BatchNormalization layers
+
+
+def test_backbone_from_scratch_keeps_training_mode_batchnorm():
+    config = small_config()
+    assert not config.pretrained_backbone
+    model = build_model(config)
+    assert not model.get_layer("backbone").batchnorm_inference
+    rng = np.random.default_rng(13)
+    # Batch statistics: another clip of the batch changes clip 0 (so the test above is not vacuous).
+    inputs, _, new_other_clip = padded_and_other_clip_changes(rng)
+    change = np.abs(training_probabilities(model, new_other_clip)[0] - training_probabilities(model, inputs)[0])
+    assert change.max() > 1e-6
+
+    before = moving_statistics(model)
+    train_one_step(model, rng)
+    after = moving_statistics(model)
+    assert all(not np.array_equal(after[path], before[path]) for path in before)
+
+
+def test_mini_xception_counts_as_pretrained():
+    assert ModelConfig(backbone="mini_xception", image_size=64).pretrained_backbone
+    assert not ModelConfig(backbone="compact", backbone_weights="").pretrained_backbone
+
+
+def test_batchnorm_rule_survives_save_load_and_any_number_of_frames(tmp_path):
+    model = build_model(small_config(backbone_weights=pretrained_backbone_file(tmp_path)))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    free = with_any_number_of_frames(loaded)
+    for restored in (loaded, free):
+        assert restored.get_layer("backbone").batchnorm_inference
+        assert_clip_independent_in_training(restored, np.random.default_rng(14))
+        before = moving_statistics(restored)
+        train_one_step(restored, np.random.default_rng(15))
+        for name, value in moving_statistics(restored).items():
+            np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+    # and a model from scratch stays in training mode after loading
+    scratch = build_model(small_config())
+    scratch.save(str(tmp_path / "scratch.keras"))
+    assert not keras.models.load_model(str(tmp_path / "scratch.keras")).get_layer("backbone").batchnorm_inference
 @pytest.mark.parametrize("bias", [False, True])
 def test_frame_scores_are_w_sm_v_without_bias_unless_asked(bias):
     """O = W_sm V as in the paper: the frame_scores layer has a kernel only, unless frame_score_bias."""

@@ -58,6 +58,17 @@ def test_the_grid_has_the_rows_of_both_tables():
         select_rows(["sa_3h", "tp"])
 
 
+def test_runs_must_end_with_an_sgdr_cycle():
+    with pytest.raises(ValueError) as error:
+        AblationConfig("tfrecords", "out", epochs=12)
+    assert str(error.value) == (
+        "AblationConfig.epochs=12 ends 2 epochs into SGDR cycle 2 (cycles end after epochs 10, 30, ...); "
+        "use epochs 10 or 30"
+    )
+    for epochs in (1, 5, 10, 30, 70):
+        assert AblationConfig("tfrecords", "out", epochs=epochs).epochs == epochs
+
+
 def _clips(path_pattern):
     """(clip_id, subject) of every record matching `path_pattern`."""
     records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(path_pattern)))

@@ -153,7 +153,8 @@ def start_training(tmp_path, train_dir, run: str) -> tuple:
     command = [
         sys.executable, str(REPO_ROOT / "scripts" / "train.py"), f"--train_dir={train_dir}",
         "--val_split=", "--num_frames=3", "--image_size=16", "--batch_size=4",
-        "--steps_per_epoch=2", f"--epochs={EPOCHS}", "--verbose=2", f"--output_dir={tmp_path / 'out'}",
+        "--steps_per_epoch=2", f"--epochs={EPOCHS}",
+        f"--restart_epochs={EPOCHS}", "--verbose=2", f"--output_dir={tmp_path / 'out'}",
     ]
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=TRAIN_ENV)

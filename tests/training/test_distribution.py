@@ -59,7 +59,7 @@ def fit_config(duplicated_shards, output_dir) -> TrainConfig:
         steps_per_epoch=1,
         backbone_lr=1e-3,
         head_lr=1e-2,
-        restart_epochs=2,
+        restart_epochs=1,  # SGDR cycles of 1 and 2 epochs: the 3 epochs end with a cycle
         output_dir=str(output_dir),
     )
 

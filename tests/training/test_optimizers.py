@@ -39,13 +39,13 @@ def test_each_group_moves_at_its_own_learning_rate():
 
 
 def cosine_restarts(step, initial, first_period, t_mul, m_mul, alpha):
-    """Reference SGDR (Keras' definition): a cosine from `initial` down to the floor
-    alpha*initial, restarted after each period; each restart multiplies the period by t_mul
-    and the cosine's amplitude above the floor by m_mul."""
+    """Reference SGDR: a cosine from `initial` (first step of a period) down to the floor
+    alpha*initial (last step of the period), restarted after each period; each restart
+    multiplies the period by t_mul and the cosine's amplitude above the floor by m_mul."""
     period, start, scale = first_period, 0, 1.0
     while step >= start + period:
         start, period, scale = start + period, period * t_mul, scale * m_mul
-    fraction = (step - start) / period
+    fraction = (step - start) / max(period - 1, 1)
     return initial * (alpha + (1 - alpha) * scale * 0.5 * (1 + math.cos(math.pi * fraction)))
 
 
@@ -59,13 +59,14 @@ def test_sgdr_restarts_and_matches_the_formula():
     expected = [cosine_restarts(step, 0.1, first_period, 2.0, 0.5, 0.1) for step in steps]
     np.testing.assert_allclose(rates, expected, rtol=1e-5)
     assert np.all(np.diff(rates[:first_period]) < 0)
+    assert rates[first_period - 1] == pytest.approx(0.1 * 0.1)  # the last step of a cycle: the floor
     assert rates[first_period] > 4 * rates[first_period - 1]  # the warm restart
     assert rates[first_period] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))  # m_mul
     assert rates[3 * first_period] == pytest.approx(0.1 * (0.1 + 0.9 * 0.25))  # after a 2x longer period
 
 
 def test_sub_optimizers_follow_their_schedules_during_fit():
-    config = make_config(backbone_lr=0.01, head_lr=0.1, restart_epochs=1)
+    config = make_config(backbone_lr=0.01, head_lr=0.1, restart_epochs=1, epochs=3)
     model = compiled_toy(config, steps_per_epoch=3)
     random = np.random.default_rng(1)
     x, y = random.normal(size=(12, 5)).astype("float32"), random.integers(0, 3, 12)
@@ -128,5 +129,66 @@ def test_mixed_float16_wraps_both_groups_in_loss_scaling():
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert all(np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables))
-    decay = 0.5 * (1 + math.cos(math.pi * 2 / 10))  # 2 steps into a 10-step period
+    decay = 0.5 * (1 + math.cos(math.pi * 2 / 9))  # step 2 of a 10-step period (steps 0..9)
     assert group_learning_rates(model.optimizer) == pytest.approx({"backbone_sgd": 0.01 * decay, "head_sgd": 0.1 * decay})
+
+
+def reference_run_rates(initial, epochs, steps_per_epoch, restart_epochs, t_mul, m_mul, alpha) -> np.ndarray:
+    """NumPy reference of the rate of each step of a run: the first period is restart_epochs
+    (or the whole run when shorter), each step k of a period of T steps at
+    cos(pi k / (T - 1))."""
+    first = min(restart_epochs, epochs) * steps_per_epoch
+    lengths, total = [], epochs * steps_per_epoch
+    while sum(lengths) < total:
+        lengths.append(round(first * t_mul ** len(lengths)))
+    assert sum(lengths) == total, "the run must end with a period"
+    rates = []
+    for cycle, length in enumerate(lengths):
+        k = np.arange(length)
+        cosine = 0.5 * (1 + np.cos(np.pi * k / max(length - 1, 1)))
+        rates.append(initial * (alpha + (1 - alpha) * m_mul**cycle * cosine))
+    return np.concatenate(rates)
+
+
+@pytest.mark.parametrize(
+    "epochs, restart_epochs, t_mul, m_mul, alpha, steps_per_epoch",
+    [
+        (30, 10, 2.0, 1.0, 0.0, 4),  # the defaults: cycles of 10 and 20 epochs
+        (10, 10, 2.0, 1.0, 0.0, 7),  # one cycle
+        (7, 10, 2.0, 1.0, 0.05, 3),  # shorter than restart_epochs: one cycle of 7 epochs
+        (1, 10, 2.0, 1.0, 0.0, 5),  # a 1-epoch run
+        (12, 4, 1.0, 0.5, 0.1, 2),  # 3 equal cycles
+        (14, 2, 2.0, 0.8, 0.01, 3),  # 2, 4, 8 epochs
+        (19, 4, 1.5, 1.0, 0.2, 2),  # 4, 6, 9 epochs
+        (5, 2.5, 1.0, 1.0, 0.0, 2),  # fractional period: 5 steps per cycle
+    ],
+)
+def test_last_step_of_every_run_is_at_the_floor(epochs, restart_epochs, t_mul, m_mul, alpha, steps_per_epoch):
+    config = make_config(
+        epochs=epochs, restart_epochs=restart_epochs, restart_t_mul=t_mul, restart_m_mul=m_mul, restart_alpha=alpha
+    )
+    initial = 0.1
+    schedule = sgdr_schedule(initial, config, steps_per_epoch)
+    total = epochs * steps_per_epoch
+    rates = np.array([float(schedule(step)) for step in range(total)])
+    np.testing.assert_allclose(
+        rates, reference_run_rates(initial, epochs, steps_per_epoch, restart_epochs, t_mul, m_mul, alpha), atol=1e-6
+    )
+    assert abs(rates[-1] - alpha * initial) <= 1e-6
+    assert rates[0] == pytest.approx(initial)
+    # After the run the rate stays at the floor (e.g. the rate logged after the last epoch).
+    assert abs(float(schedule(total)) - alpha * initial) <= 1e-6
+    assert abs(float(schedule(total + 5)) - alpha * initial) <= 1e-6
+
+
+def test_rates_after_a_fit_are_at_the_floor():
+    """Through `fit` (3 epochs of 2 steps, cycles of 1 and 2 epochs): after the run each
+    group's rate, the one LearningRateLogger records for the last epoch, is its floor."""
+    config = make_config(backbone_lr=0.01, head_lr=0.1, epochs=3, restart_epochs=1, restart_alpha=0.1)
+    model = compiled_toy(config, steps_per_epoch=2)
+    random = np.random.default_rng(4)
+    x, y = random.normal(size=(8, 5)).astype("float32"), random.integers(0, 3, 8)
+    model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0)
+    assert [int(opt.iterations) for opt in model.optimizer.optimizers] == [6, 6]
+    rates = group_learning_rates(model.optimizer)
+    assert rates == pytest.approx({"backbone_sgd": 0.1 * 0.01, "head_sgd": 0.1 * 0.1}, abs=1e-9)

@@ -101,13 +101,14 @@ def test_resumes_from_the_saved_epoch(resumed_run):
     assert recorder.epochs == list(range(CRASH_EPOCH, EPOCHS))
     assert recorder.iterations_at_start == [CRASH_EPOCH * STEPS_PER_EPOCH] * 2
     assert [int(row["epoch"]) for row in resumed_run["rows"]] == list(range(EPOCHS))
-    # The learning rates continue the schedule across the crash: one cosine over the run.
+    # The learning rates continue the schedule across the crash: one cosine over the run, from
+    # head_lr at step 0 to the floor 0 at the last step (and after it, the rate logged last).
     config = resumed_run["config"]
-    total_steps = EPOCHS * STEPS_PER_EPOCH
+    last_step = EPOCHS * STEPS_PER_EPOCH - 1
     for row in resumed_run["rows"]:
         step = (int(row["epoch"]) + 1) * STEPS_PER_EPOCH
-        expected = config.head_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps)) if step < total_steps else config.head_lr
-        assert float(row["lr_head_sgd"]) == pytest.approx(expected, rel=1e-4)
+        expected = config.head_lr * 0.5 * (1 + math.cos(math.pi * min(step / last_step, 1)))
+        assert float(row["lr_head_sgd"]) == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert not os.path.exists(os.path.join(config.output_dir, "backup")), "backup is removed after success"
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.models import ModelConfig
-from keras_emotion.training.config import TrainConfig, train_config
+from keras_emotion.training.config import TrainConfig, sgdr_cycle_ends, train_config
 
 
 def make_config(**overrides) -> TrainConfig:
@@ -56,11 +56,75 @@ def test_input_and_model_sizes_must_agree():
         ({"epochs": 0}, "epochs=0"),
         ({"steps_per_epoch": 0}, "steps_per_epoch=0"),
         ({"restart_epochs": 0}, "restart_epochs=0"),
+        ({"restart_t_mul": 0.5}, "restart_t_mul=0.5; must be >= 1"),
     ],
 )
 def test_bad_values_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         make_config(**overrides)
+
+
+def test_sgdr_cycle_ends():
+    assert sgdr_cycle_ends(10, 2.0, 12) == [10, 30]
+    assert sgdr_cycle_ends(10, 2.0, 30) == [10, 30]
+    assert sgdr_cycle_ends(10, 2.0, 5) == [10]
+    assert sgdr_cycle_ends(4, 1.5, 19) == [4, 10, 19]
+    assert sgdr_cycle_ends(2.5, 1.0, 5) == [2.5, 5]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"epochs": 12},
+            "TrainConfig.epochs=12 ends 2 epochs into SGDR cycle 2 (cycles end after epochs 10, 30, ...); "
+            "use epochs 10 or 30, or restart_epochs 12",
+        ),
+        (
+            {"epochs": 11, "restart_t_mul": 1.0},
+            "TrainConfig.epochs=11 ends 1 epoch into SGDR cycle 2 (cycles end after epochs 10, 20, ...); "
+            "use epochs 10 or 20, or restart_epochs 11",
+        ),
+        (
+            {"epochs": 9, "restart_epochs": 2, "restart_t_mul": 1.5},
+            "TrainConfig.epochs=9 ends 4 epochs into SGDR cycle 3 (cycles end after epochs 2, 5, 9.5, ...); "
+            "use epochs 5, or restart_epochs 9",
+        ),
+        (
+            {"epochs": 40, "restart_epochs": 1, "restart_t_mul": 2.0},
+            "TrainConfig.epochs=40 ends 9 epochs into SGDR cycle 6 (cycles end after epochs 1, 3, ..., 31, 63, "
+            "...); use epochs 31 or 63, or restart_epochs 40",
+        ),
+    ],
+)
+def test_runs_that_stop_inside_an_sgdr_cycle_are_refused(overrides, message):
+    with pytest.raises(ValueError) as error:
+        make_config(**overrides)
+    assert str(error.value) == message
+
+
+def test_train_config_options_are_checked_against_the_sgdr_cycles():
+    with pytest.raises(ValueError, match=r"^TrainConfig.epochs=12 ends 2 epochs into SGDR cycle 2"):
+        train_config(make_config(), epochs=12)
+    assert train_config(make_config(), epochs=12, restart_epochs=4, restart_t_mul=1.0).epochs == 12
+
+
+@pytest.mark.parametrize(
+    "overrides, first_cycle",
+    [
+        ({}, 10),  # epochs 30 = 10 + 20
+        ({"epochs": 10}, 10),
+        ({"epochs": 70}, 10),
+        ({"epochs": 1}, 1),  # shorter than restart_epochs: one cycle over the run
+        ({"epochs": 7}, 7),
+        ({"epochs": 12, "restart_epochs": 12}, 12),
+        ({"epochs": 12, "restart_epochs": 4, "restart_t_mul": 1.0}, 4),
+    ],
+)
+def test_runs_that_end_with_an_sgdr_cycle_are_accepted(overrides, first_cycle):
+    config = make_config(**overrides)
+    assert config.first_cycle_epochs == first_cycle
+    assert sgdr_cycle_ends(config.first_cycle_epochs, config.restart_t_mul, config.epochs)[-1] == config.epochs
 
 
 def test_from_json_names_the_file_and_the_problem(tmp_path):
