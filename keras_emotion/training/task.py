@@ -317,7 +317,12 @@ def _load_float16_weights(path: str, info: ModelInfo) -> keras.Model:
         paths = [str(name) for name in stored["paths"]]
         expected = [weight.path for weight in model.weights]
         if paths != expected:
-            raise ValueError(f"{path}: its weights {len(paths)} do not fit the model of model_info.json ({len(expected)} weights)")
+            first = next(index for index, pair in enumerate(zip(paths + [None], expected + [None])) if pair[0] != pair[1])
+            raise ValueError(
+                f"{path}: its {len(paths)} weights do not fit the {len(expected)} weights of the model in "
+                f"model_info.json (weight {first}: {(paths + [None])[first]!r} in the file, "
+                f"{(expected + [None])[first]!r} in the model)"
+            )
         for index, weight in enumerate(model.weights):
             weight.assign(stored[str(index)].astype(weight.dtype))
     return with_any_number_of_frames(model)

@@ -2,6 +2,7 @@
 crash, the best-epoch checkpoint, saving/loading the trained model, mixed precision."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_dataset
 from keras_emotion.files import OutputDirInUseError
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
-from keras_emotion.models.info import MODEL_INFO_FILE, Preprocessing
+from keras_emotion.models.info import MODEL_INFO_FILE, ModelInfo, Preprocessing, write_model_info
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy
 from keras_emotion.training.optimizers import two_rate_sgd
@@ -23,6 +24,7 @@ from keras_emotion.training.task import (
     classification_loss,
     load_trained_model,
     probabilities_model,
+    save_float16_weights,
     train,
 )
 from replica_worker import relative_error
@@ -264,3 +266,33 @@ def test_a_second_run_on_the_same_output_dir_is_refused_naming_the_first(ck48_ra
     with pytest.raises(OutputDirInUseError, match=refusal):
         train(config, verbose=0)
     assert os.listdir(output_dir) == [".lock"], "the refused run wrote nothing"
+
+
+def test_float16_weights_load_into_the_model_of_model_info(tmp_path):
+    """`save_float16_weights` halves the weights; `load_trained_model` rebuilds the model from
+    model_info.json (for any number of frames) and gives the outputs of the float16 weights."""
+    config = ModelConfig(num_classes=3, num_frames=2, image_size=32, num_heads=1, penalty=0.0)
+    model = build_model(config)
+    info = ModelInfo(["a", "b", "c"], Preprocessing(32, 1.0), 2, config)
+    save_float16_weights(model, str(tmp_path), info)
+    loaded = load_trained_model(str(tmp_path))
+    assert loaded.info == info
+    for weight, stored in zip(model.weights, loaded.model.weights):
+        np.testing.assert_array_equal(stored.numpy(), weight.numpy().astype(np.float16).astype(np.float32))
+    frames = np.random.default_rng(0).uniform(0, 255, (2, 5, 32, 32, 3)).astype(np.float32)
+    inputs = {"frames": frames, "frame_mask": np.ones((2, 5), np.float32)}
+    np.testing.assert_allclose(
+        loaded.model({"frames": frames[:, :2], "frame_mask": inputs["frame_mask"][:, :2]})["probabilities"],
+        model({"frames": frames[:, :2], "frame_mask": inputs["frame_mask"][:, :2]})["probabilities"],
+        atol=2e-3,
+    )
+    assert loaded.model(inputs)["probabilities"].shape == (2, 3)
+
+    other = ModelInfo(["a", "b", "c"], Preprocessing(32, 1.0), 2, dataclasses.replace(config, frame_score_bias=True))
+    write_model_info(str(tmp_path), other)
+    message = (
+        r"model.float16.npz: its 43 weights do not fit the 44 weights of the model in model_info.json "
+        r"\(weight 43: None in the file, 'frame_scores/bias' in the model\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_trained_model(str(tmp_path))
