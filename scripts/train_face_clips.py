@@ -6,6 +6,10 @@
 Writes a trained-model directory (model_info.json + model.float16.npz) and report.json with
 FER2013 validation figures and, with --held_out_folds, CK+48 figures on unseen subjects.
 Rerunning the same command after a crash resumes from `<output_dir>/backup`.
+
+With --cross_validate the recipe runs once per CK+48 subject fold, that fold held out
+(`<output_dir>/fold<k>/`), and `<output_dir>/cross_validation.json` gets mean +- std figures;
+a rerun skips the folds already done.
 """
 
 import os
@@ -14,7 +18,7 @@ import sys
 from absl import app, flags
 
 from keras_emotion.data.video import InputError
-from keras_emotion.training.face_clips import FaceClipsConfig, train_face_clips
+from keras_emotion.training.face_clips import FaceClipsConfig, cross_validate, train_face_clips
 
 SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
 
@@ -32,6 +36,7 @@ flags.DEFINE_float("learning_rate", FaceClipsConfig.learning_rate, "Peak AdamW l
 flags.DEFINE_list("held_out_folds", [], "CK+48 subject folds (0..9) to leave out and evaluate.")
 flags.DEFINE_integer("seed", FaceClipsConfig.seed, "Seed of initialisation, folds, shuffling, augmentation.")
 flags.DEFINE_integer("max_per_class", None, "At most this many FER2013 images per class (quick runs).")
+flags.DEFINE_bool("cross_validate", False, "Run once per CK+48 subject fold, holding it out; summarise.")
 flags.mark_flags_as_required(["backbone_weights", "output_dir"])
 
 
@@ -52,8 +57,17 @@ def main(argv):
         seed=FLAGS.seed,
         max_per_class=FLAGS.max_per_class,
     )
+    verbose = 1 if sys.stdout.isatty() else 2
     try:
-        report = train_face_clips(config, verbose=1 if sys.stdout.isatty() else 2)
+        if FLAGS.cross_validate:
+            summary = cross_validate(config, verbose)
+            accuracy, uar = summary["ck48_held_out_accuracy"], summary["ck48_held_out_uar"]
+            print(
+                f"CK+48 {config.folds}-fold held-out accuracy {accuracy['mean']:.4f} +- {accuracy['std']:.4f}, "
+                f"UAR {uar['mean']:.4f} +- {uar['std']:.4f}"
+            )
+            return
+        report = train_face_clips(config, verbose)
     except InputError as error:
         raise app.UsageError(str(error)) from None
     print(f"FER2013 validation accuracy {report['fer2013_validation']['accuracy']:.4f}")

@@ -33,6 +33,11 @@ Files under `output_dir`:
     checkpoints/best.weights.h5          weights of the best epoch (FER2013 val accuracy)
     backup/                              `callbacks.EpochBackup` (a rerun resumes; removed
                                          when training completes)
+
+`cross_validate` runs the recipe once per CK+48 fold, that fold held out, in
+`output_dir/fold<k>/`, and writes `output_dir/cross_validation.json`: per fold and mean +- std
+of the held-out accuracy and UAR, and of FER2013 validation accuracy. Folds already done
+(their report.json exists) are not run again.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import tensorflow as tf
 from keras_emotion.data.datasets import list_ck48, split_by_subject
 from keras_emotion.data.emotions import EMOTIONS, match_class_names
 from keras_emotion.data.faces import AlignmentConfig
-from keras_emotion.files import write_json_atomically
+from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.builder import BACKBONE_NAME
 from keras_emotion.models.info import ModelInfo, Preprocessing
@@ -63,6 +68,7 @@ VIDEO_FRAMES = 16
 SHIPPED_ALIGNMENT = AlignmentConfig(output_size=48, eye_level=0.38, eye_distance=0.37)
 """The framing of FER2013 and CK+48 crops (measured with dlib's landmarks on 150 images of each)."""
 REPORT_FILE = "report.json"
+CROSS_VALIDATION_FILE = "cross_validation.json"
 HISTORY_FILE = "history.csv"
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 BACKUP_DIR = "backup"
@@ -337,3 +343,34 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
     }
     write_json_atomically(os.path.join(config.output_dir, REPORT_FILE), report)
     return report
+
+
+def cross_validate(config: FaceClipsConfig, verbose="auto", log=print) -> dict:
+    """Subject-wise k-fold figures of the recipe on CK+48 (see the module docstring).
+
+    Returns:
+        The summary written to `output_dir/cross_validation.json`.
+    """
+    reports = []
+    for fold in range(config.folds):
+        fold_config = dataclasses.replace(
+            config, output_dir=os.path.join(config.output_dir, f"fold{fold}"), held_out_folds=(fold,)
+        )
+        report_path = os.path.join(fold_config.output_dir, REPORT_FILE)
+        report = read_json(report_path) if os.path.exists(report_path) else train_face_clips(fold_config, verbose)
+        held_out = report["ck48_held_out"]
+        log(f"fold {fold}: CK+48 held-out accuracy {held_out['accuracy']:.4f} ({held_out['num_examples']} clips)")
+        reports.append(report)
+
+    def mean_std(values) -> dict:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": [float(v) for v in values]}
+
+    summary = {
+        "config": dataclasses.asdict(config),
+        "ck48_held_out_accuracy": mean_std([report["ck48_held_out"]["accuracy"] for report in reports]),
+        "ck48_held_out_uar": mean_std([report["ck48_held_out"]["unweighted_average_recall"] for report in reports]),
+        "ck48_held_out_clips": [report["ck48_held_out"]["num_examples"] for report in reports],
+        "fer2013_validation_accuracy": mean_std([report["fer2013_validation"]["accuracy"] for report in reports]),
+    }
+    write_json_atomically(os.path.join(config.output_dir, CROSS_VALIDATION_FILE), summary)
+    return summary

@@ -99,3 +99,25 @@ def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fe
     loaded_backbone = trained.model.get_layer("backbone")
     for before, after in zip(backbone.weights, loaded_backbone.weights):
         np.testing.assert_allclose(after.numpy(), before.numpy().astype(np.float16), rtol=1e-3, atol=1e-4)
+
+
+def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path, fer_dir, ck48_dir):
+    weights = str(tmp_path / "backbone.weights.h5")
+    build_backbone("compact", SIZE).save_weights(weights)
+    config = face_clips.FaceClipsConfig(
+        fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "cv"),
+        backbone="compact", image_size=SIZE, epochs=1, batch_size=32, ck48_repeats=1, folds=2, max_per_class=5,
+    )
+    lines = []
+    summary = face_clips.cross_validate(config, verbose=0, log=lines.append)
+    assert sum(summary["ck48_held_out_clips"]) == len(face_clips.ck48_clips(ck48_dir, SIZE, 2, 0)[0])
+    accuracies = summary["ck48_held_out_accuracy"]["per_fold"]
+    assert summary["ck48_held_out_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert summary["ck48_held_out_accuracy"]["std"] == pytest.approx(np.std(accuracies))
+    assert len(lines) == 2 and lines[0].startswith("fold 0: CK+48 held-out accuracy")
+
+    os.remove(os.path.join(config.output_dir, "fold1", "report.json"))
+    modified = os.path.getmtime(os.path.join(config.output_dir, "fold0", "model.float16.npz"))
+    again = face_clips.cross_validate(config, verbose=0, log=lambda line: None)
+    assert os.path.getmtime(os.path.join(config.output_dir, "fold0", "model.float16.npz")) == modified
+    assert again["ck48_held_out_clips"] == summary["ck48_held_out_clips"]
