@@ -1,4 +1,5 @@
-"""Evaluation of a trained model on TFRecord clips, on ALL frames of every clip.
+"""Evaluation of a trained model on TFRecord clips (ALL frames of every clip) or on a folder
+of still images (each a 1-frame clip).
 
     trained model dir (`task.save_trained_model`)      TFRecord shards (dir + split, or a glob)
         -> the model rebuilt for any number of frames  -> `pipeline.build_dataset`, sampling "all":
@@ -7,7 +8,22 @@
         -> p(c) per clip (B, E)                         -> clip ids (`build_clip_id_dataset`)
         -> `metrics.classification_report`: accuracy, per-class recall, UAR, confusion matrix
 
-`evaluate_model_dir` writes, under its output folder,
+    or  <images>/<class>/<image>.jpg|png|...  (FER2013 layout; `evaluate_images`)
+        -> decoded in parallel batches, gray repeated on 3 channels, resized to R x R
+           (bilinear, R = S / crop_fraction), centre S x S crop, uint8
+        -> 1-frame clips {"frames": (B, 1, S, S, 3) 0..255, "frame_mask": ones (B, 1)} -> p(c)
+
+The data's classes (the manifest.json beside the shards, or the class folders) are matched to
+the model's by `data.emotions.match_class_names` (case-insensitive, synonyms: CK+ "anger" and
+"sadness" are the model's "angry" and "sad"). Clips of a class that matches none (CK+
+"contempt") are skipped, and the report lists those classes under "skipped_classes". Shards
+without a manifest are taken to use the model's classes.
+
+The metrics are over the model's classes (`metrics.classification_report`): per_class_recall
+is None for a model class with no example, and UAR is the mean recall of the classes that
+have examples.
+
+`evaluate_model_dir` / `evaluate_images_dir` write, under their output folder,
 
     evaluation.json         the report, the data evaluated and every clip's prediction
     confusion_matrix.png    `metrics.plot_confusion_matrix` of the report
@@ -27,11 +43,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data.config import InputConfig
+from keras_emotion.data.emotions import match_class_names
 from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.metadata import manifest_path, read_manifest
-from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
+from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, centre_crop, list_shards
 from keras_emotion.models import with_any_number_of_frames
+from keras_emotion.models.info import Preprocessing
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
+from keras_emotion.training.pretrain import decode_image_batches, list_matched_images
 from keras_emotion.training.task import TrainedModel, load_trained_model
 
 EVALUATION_FILE = "evaluation.json"
@@ -89,10 +108,40 @@ def predict_clips(model: keras.Model, input_config: InputConfig) -> ClipPredicti
     return ClipPredictions(clip_ids, np.concatenate(labels), np.concatenate(probabilities))
 
 
+def predict_images(model: keras.Model, paths, preprocessing: Preprocessing, batch_size: int) -> np.ndarray:
+    """Runs `model` over image files, each a 1-frame clip.
+
+    Each image is decoded (gray repeated on the 3 channels), resized to R x R (bilinear,
+    R = `preprocessing.resize_size`), centre-cropped to S x S as the evaluation pipeline crops
+    (`pipeline.centre_crop`) and rounded to uint8. Only one batch of images (and the next,
+    being decoded) is held in memory.
+
+    Args:
+        model: inputs {"frames": (B, 1, S, S, 3) float32 0..255, "frame_mask": (B, 1) ones},
+            output "probabilities" (B, E).
+        paths: n image files.
+        preprocessing: the model's image_size S and crop_fraction.
+        batch_size: images per batch.
+
+    Returns:
+        float32 (n, E), p(c) of each image, in the order of `paths`.
+
+    Raises:
+        InputError: naming the first file that cannot be read or decoded.
+    """
+    size, resize = preprocessing.image_size, preprocessing.resize_size
+    probabilities = []
+    for images in decode_image_batches(paths, resize, batch_size):
+        frames = centre_crop(images, resize, size)[:, np.newaxis].astype(np.float32)
+        outputs = model.predict_on_batch({"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)})
+        probabilities.append(np.asarray(outputs["probabilities"], np.float32))
+    return np.concatenate(probabilities)
+
+
 def evaluate(
     trained: TrainedModel, data: str, split: str = "val", batch_size: int = 8, allow_incomplete: bool = False
 ) -> dict:
-    """Evaluates `trained` on all frames of every clip of `data`.
+    """Evaluates `trained` on all frames of every clip of `data` whose class it knows.
 
     Args:
         trained: a model from `task.load_trained_model` (or built the same way).
@@ -102,24 +151,65 @@ def evaluate(
         allow_incomplete: evaluate shards whose manifest says `"complete": false`.
 
     Returns:
-        `metrics.classification_report` of the clips, plus "data" (the shard glob), "sampling"
-        ("all") and "clips": per clip {"clip_id", "label", "predicted", "probabilities" (E,)},
-        labels and predictions as class names.
+        The report of `clip_report`, plus "data" (the shard glob) and "sampling" ("all").
 
     Raises:
-        ValueError: no shards or clips, a manifest beside the shards whose class names differ
-            from the model's (naming the manifest), or labels outside the model's classes.
+        ValueError: no shards or clips, no class of the manifest beside the shards matches the
+            model's (naming the manifest), no clip of a matched class, or labels outside the
+            classes.
         integrity.DataIntegrityError (a ValueError): a corrupt shard or an incomplete
             manifest (see `integrity.verify_shards`).
     """
     input_config = evaluation_input(trained, data, split, batch_size)
     verify_shards(list_shards(input_config), allow_incomplete)
-    _check_class_names(trained, input_config)
+    manifest = read_manifest(input_config)
+    if manifest is None:
+        data_names, source = trained.info.class_names, input_config.resolved_pattern
+    else:
+        data_names, source = manifest["class_names"], manifest_path(input_config)
+    model_index, skipped = _match_classes(data_names, trained.info.class_names, source)
     clips = predict_clips(with_any_number_of_frames(trained.model), input_config)
-    class_names = trained.info.class_names
+    clips = _matched_clips(clips, model_index, data_names, source)
+    where = {"data": input_config.resolved_pattern, "sampling": input_config.sampling}
+    return clip_report(clips, trained.info.class_names, skipped, where)
+
+
+def evaluate_images(trained: TrainedModel, images: str, batch_size: int = 8) -> dict:
+    """Evaluates `trained` on the still images of a folder of class folders, each image a
+    1-frame clip (`predict_images`).
+
+    Args:
+        trained: a model from `task.load_trained_model` (or built the same way).
+        images: a folder `<images>/<class>/<image>` (FER2013 layout); folders are matched to the
+            model's classes (`pretrain.list_matched_images`), the others skipped.
+        batch_size: images per batch.
+
+    Returns:
+        The report of `clip_report`, plus "images" (the folder); clip ids are the image paths
+        relative to it.
+
+    Raises:
+        InputError (a ValueError): the folder is missing or has no class folders, a matched
+            folder has no images, or an image does not decode (naming it).
+        ValueError: no class folder matches the model's classes.
+    """
+    paths, labels, skipped = list_matched_images(images, trained.info.class_names)
+    probabilities = predict_images(
+        with_any_number_of_frames(trained.model), paths, trained.info.preprocessing, batch_size
+    )
+    clip_ids = [os.path.relpath(path, images) for path in paths]
+    clips = ClipPredictions(clip_ids, labels.astype(np.int64), probabilities)
+    return clip_report(clips, trained.info.class_names, skipped, {"images": images})
+
+
+def clip_report(clips: ClipPredictions, class_names, skipped_classes, where: dict) -> dict:
+    """`metrics.classification_report` of `clips` over the model's `class_names`, then `where`
+    (what was evaluated), "skipped_classes" (the data's classes that match no model class) and
+    "clips": per clip {"clip_id", "label", "predicted", "probabilities" (E,)}, labels and
+    predictions as class names."""
     report = classification_report(clips.labels, clips.predictions, class_names)
-    report["data"] = input_config.resolved_pattern
-    report["sampling"] = input_config.sampling
+    report.update(where)
+    report["skipped_classes"] = list(skipped_classes)
     report["clips"] = [
         {
             "clip_id": clip_id,
@@ -143,38 +233,105 @@ def evaluate_model_dir(
     title: Optional[str] = None,
     allow_incomplete: bool = False,
 ) -> dict:
-    """Loads the trained model of `model_dir`, evaluates it (see `evaluate`) and writes
-    `<output_dir>/evaluation.json` (the report plus "model_dir") and
-    `<output_dir>/confusion_matrix.png`, each atomically.
+    """Loads the trained model of `model_dir`, evaluates it on TFRecord clips (see `evaluate`)
+    and writes its report (`write_evaluation`).
 
     Returns:
         The report, with "json" and "png" giving the paths written.
     """
     report = evaluate(load_trained_model(model_dir), data, split, batch_size, allow_incomplete)
-    report["model_dir"] = model_dir
-    json_path = save_report_json(report, os.path.join(output_dir, EVALUATION_FILE))
     title = title if title is not None else f"{split} clips, all frames"
+    return write_evaluation(report, model_dir, output_dir, title)
+
+
+def evaluate_images_dir(
+    model_dir: str, images: str, output_dir: str, batch_size: int = 8, title: Optional[str] = None
+) -> dict:
+    """Loads the trained model of `model_dir`, evaluates it on a folder of class folders of
+    images (see `evaluate_images`) and writes its report (`write_evaluation`).
+
+    Returns:
+        The report, with "json" and "png" giving the paths written.
+    """
+    report = evaluate_images(load_trained_model(model_dir), images, batch_size)
+    title = title if title is not None else f"images of {os.path.basename(os.path.normpath(images))}"
+    return write_evaluation(report, model_dir, output_dir, title)
+
+
+def write_evaluation(report: dict, model_dir: str, output_dir: str, title: str) -> dict:
+    """Writes `<output_dir>/evaluation.json` (`report` plus "model_dir") and
+    `<output_dir>/confusion_matrix.png` (headed by `title`), each atomically.
+
+    Returns:
+        The report, with "json" and "png" giving the paths written.
+    """
+    report = {**report, "model_dir": model_dir}
+    json_path = save_report_json(report, os.path.join(output_dir, EVALUATION_FILE))
     png_path = plot_confusion_matrix(report, os.path.join(output_dir, CONFUSION_MATRIX_FILE), title)
     return {**report, "json": json_path, "png": png_path}
 
 
 def summarize(report: dict) -> str:
-    """Accuracy, UAR and per-class recalls of an evaluation report, on two lines."""
+    """Accuracy, UAR, per-class recalls and skipped classes of an evaluation report, on two or
+    three lines."""
     recalls = ", ".join(
         f"{name} {'-' if recall is None else f'{100 * recall:.1f}%'}"
         for name, recall in report["per_class_recall"].items()
     )
-    return (
-        f"{report['num_examples']} clips of {report['data']}: accuracy {100 * report['accuracy']:.1f}%, "
-        f"UAR {100 * report['unweighted_average_recall']:.1f}%\n  recall per class: {recalls}"
-    )
+    evaluated = f"images of {report['images']}" if "images" in report else f"clips of {report['data']}"
+    lines = [
+        f"{report['num_examples']} {evaluated}: accuracy {100 * report['accuracy']:.1f}%, "
+        f"UAR {100 * report['unweighted_average_recall']:.1f}%",
+        f"  recall per class: {recalls}",
+    ]
+    if report.get("skipped_classes"):
+        lines.append(f"  skipped (no class of the model): {', '.join(report['skipped_classes'])}")
+    return "\n".join(lines)
 
 
-def _check_class_names(trained: TrainedModel, input_config: InputConfig) -> None:
-    """Raises ValueError when the manifest beside the shards names other classes than the model."""
-    manifest = read_manifest(input_config)
-    if manifest is not None and list(manifest["class_names"]) != list(trained.info.class_names):
+def _match_classes(data_names, model_names, source: str) -> tuple:
+    """`emotions.match_class_names` of the data's classes to the model's.
+
+    Returns:
+        ({data label: model class index}, the data's class names that match no model class).
+
+    Raises:
+        ValueError: no class matches, or two match the same model class (naming `source`,
+            what names the data's classes).
+    """
+    try:
+        model_index, skipped = match_class_names(data_names, model_names)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    if not model_index:
         raise ValueError(
-            f"{manifest_path(input_config)}: the data has classes {manifest['class_names']} but the model was trained on "
-            f"{trained.info.class_names}"
+            f"{source}: no class of the data {list(data_names)} matches the model's classes {list(model_names)}"
         )
+    return model_index, skipped
+
+
+def _matched_clips(clips: ClipPredictions, model_index: dict, data_names, source: str) -> ClipPredictions:
+    """The clips of the data's classes in `model_index` (from `_match_classes`), labels turned
+    into model class indices; the others are dropped.
+
+    Args:
+        clips: N clips, labels indexing `data_names`.
+        model_index: {data label: model class index}.
+        data_names: the data's class names.
+        source: what names the data's classes, for the errors.
+
+    Raises:
+        ValueError: a label is outside `data_names`, or no clip is of a matched class.
+    """
+    outside = clips.labels[(clips.labels < 0) | (clips.labels >= len(data_names))]
+    if outside.size:
+        raise ValueError(
+            f"{source}: a clip has label {outside[0]}, outside the {len(data_names)} classes {list(data_names)}"
+        )
+    lookup = np.array([model_index.get(label, -1) for label in range(len(data_names))], np.int64)
+    labels = lookup[clips.labels]
+    kept = labels >= 0
+    if not kept.any():
+        raise ValueError(f"{source}: no clip of a class the model has ({len(clips.clip_ids)} clips, all skipped)")
+    clip_ids = [clip_id for clip_id, keep in zip(clips.clip_ids, kept) if keep]
+    return ClipPredictions(clip_ids, labels[kept], clips.probabilities[kept])

@@ -60,7 +60,7 @@ from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger, read_history
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
-from keras_emotion.training.pretrain import augment, decode_images, list_class_folders, list_image_files
+from keras_emotion.training.pretrain import augment, decode_images, list_matched_images
 from keras_emotion.training.task import classification_loss, probabilities_model, save_float16_weights
 
 VIDEO_FRAMES = 16
@@ -180,11 +180,7 @@ def fer2013_clips(split_dir: str, image_size: int, max_per_class: Optional[int] 
         (clips, skipped): FaceClips with labels in EMOTIONS order, and the class folders that
         match no emotion.
     """
-    folders = list_class_folders(split_dir)
-    emotion_of_folder, skipped = match_class_names(folders, EMOTIONS)
-    kept = [folders[index] for index in sorted(emotion_of_folder)]
-    paths, folder_labels = list_image_files(split_dir, kept, max_per_class)
-    labels = np.array([emotion_of_folder[folders.index(kept[label])] for label in folder_labels], np.int32)
+    paths, labels, skipped = list_matched_images(split_dir, EMOTIONS, max_per_class)
     starts = np.arange(len(paths), dtype=np.int32)
     return FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels), skipped
 

@@ -29,12 +29,13 @@ import dataclasses
 import math
 import os
 import time
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_emotion.data.emotions import match_class_names
 from keras_emotion.data.video import InputError
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models.backbones import build_backbone
@@ -186,6 +187,38 @@ def list_image_files(
     return paths, np.asarray(labels, np.int32)
 
 
+def list_matched_images(
+    split_dir: str, class_names: Sequence[str], max_per_class: Optional[int] = None
+) -> tuple:
+    """The image files of the class folders of `split_dir` that match `class_names`
+    (`emotions.match_class_names`: case-insensitive, synonyms such as "anger" for "angry").
+
+    Args:
+        split_dir: a folder of class folders `<class>/<image>`.
+        class_names: E classes to match the folders to (a model's classes).
+        max_per_class: if set, the first this-many files of each matched folder.
+
+    Returns:
+        (paths, labels, skipped): n file paths, in sorted folder then file order; an int32 (n,)
+        array of their indices into `class_names`; the folders that match no class, sorted.
+
+    Raises:
+        InputError: `split_dir` is missing or has no class folders, or a matched folder holds
+            no images.
+        ValueError: two folders match the same class, or no folder matches any class.
+    """
+    folders = list_class_folders(split_dir)
+    class_of_folder, skipped = match_class_names(folders, class_names)
+    if not class_of_folder:
+        raise ValueError(
+            f"no class folder of {split_dir} matches the model's classes {list(class_names)} (folders: {folders})"
+        )
+    kept = [folders[index] for index in sorted(class_of_folder)]
+    paths, folder_labels = list_image_files(split_dir, kept, max_per_class)
+    labels = np.array([class_of_folder[folders.index(kept[label])] for label in folder_labels], np.int32)
+    return paths, labels, skipped
+
+
 def load_split(
     split_dir: str,
     image_size: int,
@@ -225,6 +258,30 @@ def _decode_resized(path, image_size: int):
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
+def decode_image_batches(paths: Sequence[str], image_size: int, batch_size: int = DECODE_BATCH) -> Iterator[np.ndarray]:
+    """Decodes and resizes image files in parallel, one batch after another (the next batch is
+    decoded while the caller works on this one): yields uint8 (b, S, S, 3) RGB, b = `batch_size`
+    but for the last batch, in the order of `paths`.
+
+    Raises:
+        InputError: naming the first file that cannot be read or decoded.
+    """
+    decoded = (
+        tf.data.Dataset.from_tensor_slices(list(paths))
+        .map(lambda path: _decode_resized(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(1)
+    )
+    iterator = iter(decoded)
+    for start in range(0, len(paths), batch_size):
+        try:
+            batch = next(iterator).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            _raise_for_bad_file(paths[start : start + batch_size], image_size)
+            raise
+        yield batch
+
+
 def decode_images(paths: Sequence[str], image_size: int) -> np.ndarray:
     """Decodes and resizes image files in parallel: n paths -> uint8 (n, S, S, 3) RGB.
 
@@ -232,19 +289,10 @@ def decode_images(paths: Sequence[str], image_size: int) -> np.ndarray:
         InputError: naming the first file that cannot be read or decoded.
     """
     images = np.empty((len(paths), image_size, image_size, 3), np.uint8)
-    decoded = (
-        tf.data.Dataset.from_tensor_slices(list(paths))
-        .map(lambda path: _decode_resized(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(DECODE_BATCH)
-    )
-    iterator = iter(decoded)
-    for start in range(0, len(paths), DECODE_BATCH):
-        try:
-            batch = next(iterator).numpy()
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-            _raise_for_bad_file(paths[start : start + DECODE_BATCH], image_size)
-            raise
+    start = 0
+    for batch in decode_image_batches(paths, image_size):
         images[start : start + len(batch)] = batch
+        start += len(batch)
     return images
 
 

@@ -1,4 +1,5 @@
-"""Evaluation on all frames of every clip: matches the model run clip by clip, masks included."""
+"""Evaluation on all frames of every clip: matches the model run clip by clip, masks included;
+still images as 1-frame clips; the data's classes matched to the model's by emotion."""
 
 import dataclasses
 import json
@@ -8,22 +9,31 @@ import shutil
 import subprocess
 import sys
 
+import cv2
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_emotion.cli.evaluate import default_output_dir
+from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset
 from keras_emotion.models import ModelConfig, build_model, with_any_number_of_frames
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
+from keras_emotion.testing import write_shards
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.evaluation import (
     CONFUSION_MATRIX_FILE,
     EVALUATION_FILE,
     evaluate,
+    evaluate_images,
     evaluate_model_dir,
     evaluation_input,
+    predict_clips,
+    predict_images,
 )
-from keras_emotion.training.task import load_trained_model, train
+from keras_emotion.training.task import load_trained_model, save_trained_model, train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32
@@ -124,13 +134,17 @@ def test_padding_is_masked_in_a_batch_of_mixed_lengths(trained_dir, ck48_raw_tfr
     assert np.abs(unmasked["probabilities"][short] - masked).max() > 1e-4
 
 
-def test_other_class_names_beside_the_shards_are_refused(trained_dir, ck48_raw_tfrecords, tmp_path):
+def test_data_without_a_class_of_the_model_is_refused(trained_dir, ck48_raw_tfrecords, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(os.path.join(ck48_raw_tfrecords, "train-00000.tfrecord"), data)
     (data / "manifest.json").write_text(json.dumps({"class_names": ["happy", "sadness"]}))
-    with pytest.raises(ValueError, match=r"manifest\.json: the data has classes \['happy', 'sadness'\]"):
+    with pytest.raises(ValueError) as error:
         evaluate(load_trained_model(trained_dir), str(data), "train")
+    assert str(error.value) == (
+        f"{data / 'manifest.json'}: no class of the data ['happy', 'sadness'] matches the model's classes "
+        "['anger', 'contempt', 'disgust']"
+    )
 
 
 def test_evaluate_script_writes_the_report(trained_dir, ck48_raw_tfrecords, tmp_path):
@@ -142,4 +156,180 @@ def test_evaluate_script_writes_the_report(trained_dir, ck48_raw_tfrecords, tmp_
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "72 clips of" in result.stdout and "accuracy" in result.stdout
-    assert json.loads((output_dir / EVALUATION_FILE).read_text())["num_examples"] == 72
+    written = json.loads((output_dir / EVALUATION_FILE).read_text())
+    assert written["num_examples"] == 72
+    assert written["skipped_classes"] == []
+
+
+MODEL_CLASSES = ["angry", "happy", "sad"]
+CROP_FRACTION = 0.8  # R = 40: images are resized to 40 x 40, then the centre 32 x 32 is kept
+IMAGE_FOLDERS = {"Anger": 3, "happy": 3, "sadness": 2, "contempt": 2}  # images per class folder
+
+
+@pytest.fixture(scope="module")
+def three_class_dir(tmp_path_factory) -> str:
+    """An untrained tiny SA + TP model of the classes angry, happy, sad (image_size 32,
+    crop_fraction 0.8), its frame-score kernel scaled up so that images get different classes."""
+    config = ModelConfig(
+        num_classes=3, image_size=IMAGE_SIZE, backbone="compact", spatial="sa", num_heads=1, penalty=0, temporal="tp"
+    )
+    keras.utils.set_random_seed(1)
+    model = build_model(config)
+    kernel = model.get_layer("frame_scores").kernel
+    kernel.assign(kernel.numpy() * 300.0)
+    directory = str(tmp_path_factory.mktemp("three_class_model"))
+    input_config = InputConfig(file_pattern=directory, image_size=IMAGE_SIZE, crop_fraction=CROP_FRACTION)
+    save_trained_model(model, directory, config, input_config, MODEL_CLASSES)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> pathlib.Path:
+    """FER2013-layout PNGs: `<folder>/<class>/<i>.png` for IMAGE_FOLDERS, smooth random faces of
+    sizes 50 (shrunk to 40) and 30 (enlarged to 40), colour or gray."""
+    root = tmp_path_factory.mktemp("images") / "faces"
+    rng = np.random.default_rng(3)
+    for folder, count in IMAGE_FOLDERS.items():
+        (root / folder).mkdir(parents=True)
+        for index in range(count):
+            size = (50, 30)[index % 2]
+            image = cv2.resize(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+            if index == 2:
+                image = image[..., 0]
+            cv2.imwrite(str(root / folder / f"{index}.png"), image)
+    return root
+
+
+def _reference_frames(path, resize: int = 40, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file as the model sees it, computed with OpenCV: RGB (gray on 3 channels),
+    bilinear resize to R x R, rounded to uint8, centre S x S -> float32 (S, S, 3)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    resized = cv2.resize(image.astype(np.float32), (resize, resize), interpolation=cv2.INTER_LINEAR)
+    resized = np.clip(np.round(resized), 0, 255)
+    offset = (resize - size) // 2
+    return resized[offset : offset + size, offset : offset + size].astype(np.float32)
+
+
+def test_images_evaluate_as_one_frame_clips_of_the_matched_classes(three_class_dir, image_folder, tmp_path):
+    output_dir = tmp_path / "evaluation"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model_dir={three_class_dir}",
+         f"--images={image_folder}", f"--output_dir={output_dir}", "--batch_size=3"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"8 images of {image_folder}: accuracy" in result.stdout
+    assert "skipped (no class of the model): contempt" in result.stdout
+    written = json.loads((output_dir / EVALUATION_FILE).read_text())
+    assert written["skipped_classes"] == ["contempt"]
+    assert written["images"] == str(image_folder)
+    assert written["num_examples"] == 8
+    expected_ids = [f"{folder}/{index}.png" for folder in ("Anger", "happy", "sadness") for index in range(IMAGE_FOLDERS[folder])]
+    assert [clip["clip_id"] for clip in written["clips"]] == expected_ids
+
+    model = with_any_number_of_frames(load_trained_model(three_class_dir).model)
+    frames = np.stack([_reference_frames(image_folder / clip_id) for clip_id in expected_ids])[:, None]
+    probabilities = model.predict({"frames": frames, "frame_mask": np.ones((8, 1), np.float32)}, verbose=0)["probabilities"]
+    np.testing.assert_allclose([clip["probabilities"] for clip in written["clips"]], probabilities, atol=2e-3)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    predicted = np.argmax(probabilities, axis=1)
+    assert len(set(predicted)) > 1  # the check below is not trivially all-right or all-wrong
+    assert [clip["label"] for clip in written["clips"]] == [MODEL_CLASSES[label] for label in labels]
+    assert written["accuracy"] == pytest.approx(np.mean(predicted == labels))
+    recalls = {name: np.mean(predicted[labels == label] == label) for label, name in enumerate(MODEL_CLASSES)}
+    assert written["per_class_recall"] == pytest.approx(recalls)
+    assert written["unweighted_average_recall"] == pytest.approx(np.mean(list(recalls.values())))
+
+
+def test_an_image_gets_the_probabilities_of_its_one_frame_clip(three_class_dir, image_folder):
+    """predict_images (in batches) == a model built for 1 frame, run on (1, 1, S, S, 3) per image."""
+    trained = load_trained_model(three_class_dir)
+    one_frame = build_model(dataclasses.replace(trained.info.model_config, num_frames=1))
+    one_frame.set_weights(trained.model.get_weights())
+    paths = sorted(str(path) for path in image_folder.glob("*/*.png"))
+    probabilities = predict_images(
+        with_any_number_of_frames(trained.model), paths, trained.info.preprocessing, batch_size=4
+    )
+    assert probabilities.shape == (len(paths), 3)
+    for path, result in zip(paths, probabilities):
+        frames = _reference_frames(path)[None, None]
+        assert frames.shape == (1, 1, IMAGE_SIZE, IMAGE_SIZE, 3)
+        expected = one_frame({"frames": frames, "frame_mask": np.ones((1, 1), np.float32)})["probabilities"]
+        np.testing.assert_allclose(result, np.asarray(expected)[0], atol=2e-3, err_msg=path)
+
+
+def test_tfrecord_clips_of_other_class_names_evaluate_on_the_shared_classes(three_class_dir, tmp_path):
+    """A corpus preprocessed with CK+ names: anger, happiness and sadness clips are the model's
+    angry, happy and sad; the contempt clips are skipped and listed."""
+    data_names = ["anger", "contempt", "happiness", "sadness"]
+    rng = np.random.default_rng(5)
+    clips = []
+    for index in range(8):
+        label = index % 4
+        faces = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(1 + index % 3)]
+        jpegs = [
+            cv2.imencode(".jpg", cv2.resize(face, (schema.IMAGE_SIZE, schema.IMAGE_SIZE)))[1].tobytes() for face in faces
+        ]
+        clips.append(
+            schema.AlignedClip(
+                clip_id=f"clip_{index}", label=label, label_name=data_names[label], source="", subject="",
+                split="train", fps=0.0, frames_jpeg=jpegs, detected=np.ones(len(jpegs), bool),
+                landmarks=np.zeros((len(jpegs), 0, 2), np.float32),
+            )
+        )
+    write_shards(clips, str(tmp_path), "train")
+    (tmp_path / "manifest.json").write_text(json.dumps({"class_names": data_names}))
+
+    trained = load_trained_model(three_class_dir)
+    report = evaluate(trained, str(tmp_path), "train")
+    assert report["skipped_classes"] == ["contempt"]
+    assert report["num_examples"] == 6
+    reference = predict_clips(with_any_number_of_frames(trained.model), evaluation_input(trained, str(tmp_path), "train", 8))
+    expected = {
+        clip_id: (data_names[label], probabilities)
+        for clip_id, label, probabilities in zip(reference.clip_ids, reference.labels, reference.probabilities)
+        if label != 1
+    }
+    assert sorted(clip["clip_id"] for clip in report["clips"]) == sorted(expected)
+    model_class = {"anger": "angry", "happiness": "happy", "sadness": "sad"}
+    for clip in report["clips"]:
+        name, probabilities = expected[clip["clip_id"]]
+        assert clip["label"] == model_class[name]
+        np.testing.assert_allclose(clip["probabilities"], probabilities, atol=1e-5)
+    assert report["support"] == {"angry": 2, "happy": 2, "sad": 2}
+
+
+def test_a_missing_image_folder_is_named(three_class_dir, tmp_path):
+    with pytest.raises(ValueError) as error:
+        evaluate_images(load_trained_model(three_class_dir), str(tmp_path / "absent"))
+    assert str(error.value) == f"{tmp_path / 'absent'}: image folder is missing"
+
+
+def test_an_image_folder_without_a_class_of_the_model_is_refused(three_class_dir, tmp_path):
+    for folder in ("contempt", "calm"):
+        (tmp_path / folder).mkdir()
+    with pytest.raises(ValueError) as error:
+        evaluate_images(load_trained_model(three_class_dir), str(tmp_path))
+    assert str(error.value) == (
+        f"no class folder of {tmp_path} matches the model's classes ['angry', 'happy', 'sad'] "
+        "(folders: ['calm', 'contempt'])"
+    )
+
+
+@pytest.mark.parametrize("data_flags", [[], ["--data=tfrecords", "--images=faces"]], ids=["neither", "both"])
+def test_the_script_needs_exactly_one_of_data_and_images(data_flags, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--output_dir={tmp_path / 'out'}", *data_flags],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "give exactly one of --data (TFRecord clips) and --images (a folder of class folders)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_output_folders():
+    assert default_output_dir("runs/trained", "val", None) == os.path.join("runs/trained", "evaluation_val")
+    assert default_output_dir("runs/trained", "val", "data/fer2013/test/") == os.path.join("runs/trained", "evaluation_test")
+    assert default_output_dir(PRETRAINED_MODEL_DIR, "val", "data/fer2013/test") == "evaluation_test"
+    assert default_output_dir(PRETRAINED_MODEL_DIR, "test", None) == "evaluation_test"
