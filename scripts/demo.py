@@ -15,6 +15,8 @@ Stages (each prints a summary and where its outputs are):
     5. export      SavedModel for TF Serving                         -> <output_dir>/serving/emotion/1
     6. predict     the exported model on the corpus' demo_sequence.avi (one face going through
                    every expression), sliding windows               -> <output_dir>/prediction.json
+    7. shipped     the model shipped in the package (7 emotions, trained on real faces) on the
+                   same video, and its Fig. 2 of 16 frames           -> <output_dir>/shipped/
 
 Corpus and TFRecords are reused when they exist (both are deterministic and resumable); the
 model is trained again on every run. Training never sees the Val clips: the weights of the epoch
@@ -42,13 +44,16 @@ from keras_emotion.inference import (
     predict_video,
     write_prediction,
 )
+from keras_emotion.inference.visualize import align_video_clip, explain_clip, plot_explanation
 from keras_emotion.models.config import BACKBONES
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 from keras_emotion.training.config import train_config
 from keras_emotion.training.evaluation import evaluate_model_dir, summarize
 from keras_emotion.training.task import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_NAME = "emotion"
+FIG2_FIRST_FRAME = 40  # the shipped model's Fig. 2 shows video frames 40 .. 55
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", os.path.join(REPO_ROOT, "runs", "demo"), "Folder of every output.")
@@ -161,6 +166,22 @@ def main(argv):
                 f"{_expression_at(middle, segments)}"
             )
     print(f"prediction: {prediction_path}")
+
+    _stage(7, "shipped model", started)
+    shipped = load_clip_model(PRETRAINED_MODEL_DIR)
+    shipped_alignment = dataclasses.replace(default_alignment(shipped), upsample=FLAGS.upsample)
+    shipped_dir = os.path.join(output_dir, "shipped")
+    shipped_prediction = predict_video(str(corpus / SEQUENCE_NAME), shipped, PredictConfig(), shipped_alignment)
+    shipped_path = write_prediction(shipped_prediction, os.path.join(shipped_dir, "prediction.json"))
+    for track in shipped_prediction["tracks"]:
+        labels = [window["label"] for window in track["windows"]]
+        print(f"track {track['track']}: {track['label']} overall; windows: {', '.join(labels)}")
+    faces = align_video_clip(str(corpus / SEQUENCE_NAME), shipped, FIG2_FIRST_FRAME, 16)
+    fig2_path = os.path.join(shipped_dir, "fig2.png")
+    plot_explanation(
+        explain_clip(shipped, faces, FIG2_FIRST_FRAME), fig2_path, "shipped model, demo video"
+    )
+    print(f"prediction: {shipped_path}\nFig. 2: {fig2_path}")
     print(
         f"\ndemo done in {time.perf_counter() - started:.0f} s: validation accuracy "
         f"{evaluation['accuracy']:.1%} on {evaluation['num_examples']} clips (4 classes, chance 25%); "

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from keras_emotion.data import schema
 from keras_emotion.data.demo import CLASS_NAMES
+from keras_emotion.data.emotions import EMOTIONS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,10 +35,11 @@ def test_every_stage_reports_where_its_outputs_are(demo_run):
     output_dir, stdout = demo_run
     stages = [line.split("(")[0].strip() for line in stdout.splitlines() if line.startswith("=== ")]
     assert stages == ["=== 1. corpus", "=== 2. preprocess", "=== 3. train", "=== 4. evaluate", "=== 5. export",
-                      "=== 6. predict"]
+                      "=== 6. predict", "=== 7. shipped model"]
     assert "12 clips: 12 written" in stdout
     assert f"report: {output_dir / 'evaluation' / 'evaluation.json'}" in stdout
     assert f"prediction: {output_dir / 'prediction.json'}" in stdout
+    assert f"Fig. 2: {output_dir / 'shipped' / 'fig2.png'}" in stdout
     assert "demo done in" in stdout and "validation accuracy" in stdout
 
 
@@ -78,3 +80,12 @@ def test_prediction_on_the_demo_sequence(demo_run):
     (track,) = prediction["tracks"]
     assert track["windows"] and all(window["label"] in CLASS_NAMES for window in track["windows"])
     assert track["last_frame"] - track["first_frame"] + 1 == track["num_frames"] > 100
+
+
+def test_the_shipped_model_on_the_demo_sequence(demo_run):
+    output_dir, _ = demo_run
+    prediction = json.loads((output_dir / "shipped" / "prediction.json").read_text())
+    assert prediction["model"]["class_names"] == list(EMOTIONS)
+    (track,) = prediction["tracks"]
+    assert track["windows"] and all(window["label"] in EMOTIONS for window in track["windows"])
+    assert (output_dir / "shipped" / "fig2.png").read_bytes()[:4] == b"\x89PNG"
