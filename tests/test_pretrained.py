@@ -125,3 +125,23 @@ def test_export_uses_the_shipped_model_without_model_dir(tmp_path, pretrained, f
     served = serving(frames=tf.constant(faces.astype(np.uint8)), num_frames=tf.constant([3]))["probabilities"].numpy()
     expected = pretrained.model({"frames": faces, "frame_mask": np.ones((1, 3), np.float32)})["probabilities"]
     np.testing.assert_allclose(served, np.asarray(expected), atol=1e-4)
+
+
+def test_an_installed_package_loads_the_shipped_model_from_its_own_files(tmp_path):
+    """`pip install` (here into a target folder, offline, no dependencies) carries the model as
+    package data; a fresh process outside the checkout loads it from the installed copy."""
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    result = subprocess.run([*pip, "--target", str(target), REPO_ROOT], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("model_info.json", FLOAT16_WEIGHTS_FILE, "MODEL_CARD.md"):
+        assert (target / "keras_emotion" / "pretrained" / name).is_file(), name
+    load = "import keras_emotion; trained = keras_emotion.load_pretrained(); print(keras_emotion.__file__, trained.info.class_names)"
+    environment = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", load], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    module_file, class_names = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert module_file == str(target / "keras_emotion" / "__init__.py")
+    assert class_names == str(list(EMOTIONS))
