@@ -8,14 +8,18 @@ sampling, crop, flip, colour jitter) and, for the same number of frames of the s
 the frames/s of a full-scale `tf.io.decode_jpeg` alone: in one Python loop (one core) and in a
 parallel tf.data map over groups of num_frames JPEGs (all cores). The pipeline decodes at reduced
 scale when the output is small enough (see keras_emotion.data.pipeline), so it can beat the latter.
-CPU milliseconds per frame (this process, all threads) are given too: on a shared machine they
-vary less with the load than the wall-clock rates.
+CPU milliseconds per frame (this process, all threads) are given too.
+
+The machine's speed drifts by tens of percent within minutes on a shared host, so the pipeline and
+the parallel decode are timed side by side --repeats times, alternating, each time with a fresh
+iterator; rates are medians and the fraction is the median of the per-repeat ratios.
 """
 
 import collections
 import itertools
 import json
 import os
+import statistics
 import tempfile
 import time
 
@@ -38,7 +42,8 @@ flags.DEFINE_integer("num_frames", 16, "Frames sampled per clip.")
 flags.DEFINE_integer("image_size", 64, "Side of the output crop.")
 flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
 flags.DEFINE_integer("warmup_batches", 5, "Batches read before timing.")
-flags.DEFINE_integer("num_batches", 40, "Batches timed.")
+flags.DEFINE_integer("num_batches", 100, "Batches timed per repeat.")
+flags.DEFINE_integer("repeats", 10, "Side-by-side timings of the pipeline and the parallel decode.")
 
 
 def _drain(iterable) -> None:
@@ -73,11 +78,16 @@ def _jpegs_of(config, count: int) -> list:
     return list(itertools.islice(itertools.cycle(frames), count))
 
 
-def _time_decoding(jpegs: list) -> tuple:
-    """(wall, CPU) seconds to decode `jpegs` in an eager loop, and in a parallel tf.data map."""
+def _time_loop_decoding(jpegs: list) -> tuple:
+    """(wall, CPU) seconds to decode `jpegs` one by one in an eager loop (one core)."""
     import tensorflow as tf
 
-    loop_seconds = _timed(lambda: _drain(tf.io.decode_jpeg(jpeg, channels=3) for jpeg in jpegs))
+    return _timed(lambda: _drain(tf.io.decode_jpeg(jpeg, channels=3) for jpeg in jpegs))
+
+
+def _time_parallel_decoding(jpegs: list) -> tuple:
+    """(wall, CPU) seconds to decode `jpegs` in a parallel tf.data map, num_frames per call."""
+    import tensorflow as tf
 
     def decode_clip(clip_jpegs):  # (F,) strings -> (F, H, W, 3), one map call per clip as in the pipeline
         return tf.map_fn(
@@ -87,7 +97,7 @@ def _time_decoding(jpegs: list) -> tuple:
     clips = tf.data.Dataset.from_tensor_slices(jpegs).batch(FLAGS.num_frames)
     decoded = clips.map(decode_clip, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     _drain(decoded.take(8))  # warm-up
-    return loop_seconds, _timed(lambda: _drain(decoded))
+    return _timed(lambda: _drain(decoded))
 
 
 def _benchmark(tfrecord_dir: str) -> dict:
@@ -104,10 +114,17 @@ def _benchmark(tfrecord_dir: str) -> dict:
         color_jitter=True,
         seed=0,
     )
-    pipeline_wall, pipeline_cpu = _time_pipeline(config)
     clips = FLAGS.num_batches * FLAGS.batch_size
     frames = clips * FLAGS.num_frames
-    (loop_wall, loop_cpu), (parallel_wall, parallel_cpu) = _time_decoding(_jpegs_of(config, frames))
+    jpegs = _jpegs_of(config, frames)
+    pipeline_times, parallel_times = [], []
+    for _ in range(FLAGS.repeats):
+        pipeline_times.append(_time_pipeline(config))
+        parallel_times.append(_time_parallel_decoding(jpegs))
+    loop_wall, loop_cpu = _time_loop_decoding(jpegs)
+    pipeline_wall, pipeline_cpu = (statistics.median(times) for times in zip(*pipeline_times))
+    parallel_wall, parallel_cpu = (statistics.median(times) for times in zip(*parallel_times))
+    fractions = [parallel[0] / pipeline[0] for pipeline, parallel in zip(pipeline_times, parallel_times)]
     return {
         "cpu_count": os.cpu_count(),
         "tfrecord_dir": tfrecord_dir if FLAGS.tfrecord_dir else "temporary CK+48 set",
@@ -116,12 +133,14 @@ def _benchmark(tfrecord_dir: str) -> dict:
         "image_size": FLAGS.image_size,
         "batch_size": FLAGS.batch_size,
         "timed_clips": clips,
+        "repeats": FLAGS.repeats,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "pipeline_clips_per_s": round(clips / pipeline_wall, 1),
         "pipeline_frames_per_s": round(frames / pipeline_wall, 1),
         "decode_jpeg_frames_per_s_loop": round(frames / loop_wall, 1),
         "decode_jpeg_frames_per_s_parallel": round(frames / parallel_wall, 1),
-        "pipeline_fraction_of_parallel_decode": round(parallel_wall / pipeline_wall, 3),
+        "pipeline_fraction_of_parallel_decode": round(statistics.median(fractions), 3),
+        "pipeline_fraction_of_parallel_decode_runs": [round(fraction, 3) for fraction in fractions],
         "pipeline_cpu_ms_per_frame": round(1e3 * pipeline_cpu / frames, 3),
         "decode_jpeg_cpu_ms_per_frame_loop": round(1e3 * loop_cpu / frames, 3),
         "decode_jpeg_cpu_ms_per_frame_parallel": round(1e3 * parallel_cpu / frames, 3),

@@ -31,11 +31,21 @@ Frame sampling (F = `InputConfig.num_frames`, T = frames in the clip):
 
 Augmentation (only when `training`): one random crop, one horizontal flip and one
 brightness/contrast change per clip, applied identically to all of its frames. At evaluation
-the crop is the centre crop. Each chosen frame is first resized to R = image_size / crop_fraction
-(the paper resizes to 256 and crops 224: crop_fraction 0.875): the JPEG is decoded at 1/r scale
-(libjpeg's DCT scaling, r the largest of 1, 2, 4, 8 that keeps IMAGE_SIZE / r >= R) and then
-shrunk to R x R by area averaging (bilinear if R > IMAGE_SIZE). This costs about
-0.24 ms of CPU per frame for R = 73, against 0.62 ms for a full decode and antialiased resize.
+the crop is the centre crop. A crop is S x S out of the frame resized to R = image_size /
+crop_fraction (the paper resizes to 256 and crops 224: crop_fraction 0.875). The JPEG is decoded
+at 1/r scale (libjpeg's DCT scaling, r the largest of 1, 2, 4, 8 that keeps IMAGE_SIZE / r >= R)
+and shrunk by area averaging (bilinear if R > IMAGE_SIZE): at evaluation the whole frame to
+R x R, then the centre S x S is cut (`decode_resized`, `centre_crop`: what the SavedModel does
+too); in training the random window is cut from the decoded frame first and only it is resized
+to S x S (`decode_random_crop`). Flip and jitter follow on the S x S floats, and one clip to
+0..255 ends them.
+
+The CPU cost (`scripts/bench_pipeline.py`, 16 of 48 frames, S = 64, R = 73): a decode at 1/2
+scale costs about 0.72 of a full-scale decode of the same JPEG (the entropy decoding is the same),
+so the window resize, parsing and augmentation have to stay within about a third of a decode for
+the pipeline to run near the speed of bare decoding; hence only the chosen frames are decoded,
+only the needed features parsed, uint8 pixels averaged directly and every pass over the floats
+counted.
 
 Randomness is stateless: every clip gets its own seed from `tf.data.Dataset.random(seed)`, so
 the same `InputConfig.seed` gives the same batches and a different seed different ones.
@@ -108,7 +118,8 @@ def build_clip_id_dataset(
             "build_clip_id_dataset needs InputConfig.deterministic=True to match build_dataset's order"
         )
     clip_ids = _ordered_records(config, input_context).map(
-        lambda serialized: schema.parse_clip(serialized)["clip_id"], num_parallel_calls=tf.data.AUTOTUNE
+        lambda serialized: schema.parse_clip(serialized, features=("clip_id",))["clip_id"],
+        num_parallel_calls=tf.data.AUTOTUNE
     )
     batch_size = _per_replica_batch_size(config, input_context)
     return clip_ids.batch(batch_size, drop_remainder=config.drop_remainder)
@@ -208,7 +219,7 @@ def _per_replica_batch_size(config: InputConfig, input_context) -> int:
 
 def _make_example(serialized, clip_seed, config: InputConfig):
     """One serialised clip -> ({"frames": (F, S, S, 3), "frame_mask": (F,)}, label)."""
-    clip = schema.parse_clip(serialized)
+    clip = schema.parse_clip(serialized, features=("clip_id", "label", "frames"))
     # Every use of the length waits for the check, so an empty clip is reported by id and never
     # reaches the frame gather first (parallel maps run independent ops in any order).
     has_frames = tf.debugging.Assert(tf.shape(clip["frames"])[0] > 0, ["clip has no frames:", clip["clip_id"]])
@@ -218,15 +229,16 @@ def _make_example(serialized, clip_seed, config: InputConfig):
         tf.random.experimental.stateless_split(tf.stack([clip_seed, tf.constant(0, tf.int64)]), num=4)
     )
     indices = sample_frame_indices(clip_length, config.num_frames, config.sampling, sampling_seed)
-    frames = decode_resized(clip["frames"], indices, config.resize_size)
     if config.training:
-        frames = _random_crop(frames, config.image_size, crop_seed)
+        frames = decode_random_crop(clip["frames"], indices, config.resize_size, config.image_size, crop_seed)
         if config.flip:
             flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
-            frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+            frames = tf.cond(flip, lambda: _flip_left_right(frames), lambda: frames)
         if config.color_jitter:
             frames = _jitter(frames, config, jitter_seed)
+        frames = tf.clip_by_value(frames, 0.0, 255.0)  # one clip for the jitter and for rounding
     else:
+        frames = decode_resized(clip["frames"], indices, config.resize_size)
         frames = centre_crop(frames, config.resize_size, config.image_size)
     num_frames = None if config.sampling == "all" else config.num_frames
     frames = tf.ensure_shape(frames, [num_frames, config.image_size, config.image_size, 3])
@@ -246,19 +258,61 @@ def decode_resized(jpegs, indices, size: int):
     Returns:
         float32 (F, R, R, 3) RGB in 0..255.
     """
+    images, positions = _decode_distinct(jpegs, indices, size)
+    resized = tf.clip_by_value(_resize(images, size, size), 0.0, 255.0)  # guards the range against rounding
+    return tf.gather(resized, positions)
+
+
+def decode_random_crop(jpegs, indices, resize_size: int, image_size: int, seed):
+    """Training frames: the same random window of every chosen frame, cut from the frames decoded
+    at reduced scale (as `decode_resized` decodes them) and resized to S x S: only the window is
+    resized.
+
+    The window is the part of the frame that an S x S crop of the R x R resized frame shows: a
+    fraction S / R of each side (rounded to whole decoded pixels), at an offset uniform over the
+    positions inside the frame.
+
+    Args:
+        jpegs: (T,) JPEG strings.
+        indices: int32 (F,) chosen frames, may repeat.
+        resize_size: R.
+        image_size: S <= R.
+        seed: int shape (2,) stateless seed of the window's offset.
+
+    Returns:
+        float32 (F, S, S, 3) RGB in 0..255 up to float rounding (not clipped: training clips once,
+        after the colour jitter).
+    """
+    images, positions = _decode_distinct(jpegs, indices, resize_size)
+    frame_size = tf.cast(tf.shape(images)[1:3], tf.float32)
+    window = tf.cast(tf.round(frame_size * image_size / resize_size), tf.int32)
+    free = frame_size - tf.cast(window, tf.float32) + 1.0
+    top, left = tf.unstack(tf.cast(tf.random.stateless_uniform([2], seed=seed) * free, tf.int32))
+    windows = images[:, top : top + window[0], left : left + window[1]]
+    return tf.gather(_resize(windows, image_size, resize_size), positions)
+
+
+def _decode_distinct(jpegs, indices, resize_size: int):
+    """The distinct chosen frames decoded at 1/r scale for an R x R output: r the largest of 1, 2,
+    4, 8 with IMAGE_SIZE / r >= R. Returns (uint8 (D, H, W, 3), int32 (F,) positions of the
+    chosen frames among the D distinct ones)."""
     distinct, positions = tf.unique(indices)
-    ratio = max(r for r in (1, 2, 4, 8) if schema.IMAGE_SIZE // r >= size)
-    method = "area" if size <= schema.IMAGE_SIZE else "bilinear"
-
-    def decode(jpeg):
-        image = tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio)
-        resized = tf.image.resize(image, [size, size], method=method)
-        return tf.clip_by_value(resized, 0.0, 255.0)  # guards the documented range against rounding
-
-    decoded = tf.map_fn(
-        decode, tf.gather(jpegs, distinct), fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32)
+    ratio = max(r for r in (1, 2, 4, 8) if schema.IMAGE_SIZE // r >= resize_size)
+    images = tf.map_fn(  # the frames of a clip all have one size
+        lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio),
+        tf.gather(jpegs, distinct),
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
     )
-    return tf.gather(decoded, positions)
+    return images, positions
+
+
+def _resize(images, size: int, resize_size: int):
+    """uint8 (D, H, W, 3) -> float32 (D, size, size, 3), 0..255 up to float rounding: area averaging
+    when frames are shrunk to R = `resize_size` (R <= IMAGE_SIZE), bilinear when they are enlarged."""
+    if resize_size <= schema.IMAGE_SIZE:
+        # The raw op averages the uint8 pixels directly; tf.image.resize would first cast them all.
+        return tf.raw_ops.ResizeArea(images=images, size=[size, size])
+    return tf.image.resize(images, [size, size], method="bilinear")
 
 
 def centre_crop(images, resize_size: int, image_size: int):
@@ -274,13 +328,6 @@ def centre_crop(images, resize_size: int, image_size: int):
     return images[..., window, window, :]
 
 
-def _random_crop(frames, size: int, seed):
-    """The same random S x S window of every frame: (F, R, R, 3) -> (F, S, S, 3)."""
-    max_offset = tf.shape(frames)[1] - size
-    top, left = tf.unstack(tf.random.stateless_uniform([2], seed=seed, maxval=max_offset + 1, dtype=tf.int32))
-    return frames[:, top : top + size, left : left + size, :]
-
-
 def _jitter(frames, config: InputConfig, seed):
     """One brightness shift and one contrast factor for the whole clip (F, S, S, 3)."""
     brightness_seed, contrast_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
@@ -289,5 +336,12 @@ def _jitter(frames, config: InputConfig, seed):
     )
     low, high = config.contrast_range
     factor = tf.random.stateless_uniform([], seed=contrast_seed, minval=low, maxval=high)
-    frames = tf.image.adjust_contrast(frames, factor) + delta
-    return tf.clip_by_value(frames, 0.0, 255.0)
+    return tf.image.adjust_contrast(frames, factor) + delta  # clipped by the caller
+
+
+def _flip_left_right(frames):
+    """(F, S, S, C) mirrored left-right. tf.reverse runs about twice as fast on the 3-D view
+    (F * S, S, C) as on the 4-D tensor."""
+    shape = tf.shape(frames)
+    rows = tf.reshape(frames, [-1, shape[2], shape[3]])
+    return tf.reshape(tf.reverse(rows, axis=[1]), shape)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -149,30 +149,45 @@ def _sequence_spec():
     }
 
 
-def parse_clip(serialized):
+def parse_clip(serialized, features: Optional[Sequence[str]] = None):
     """Parses one serialised clip with standard TensorFlow ops (graph-safe).
 
     Args:
         serialized: scalar string tensor, a `SequenceExample` written by `serialize_clip`.
+        features: names of the outputs wanted (below); None parses them all. Features left out
+            are not parsed at all (the input pipeline reads only `frames`, `label` and `clip_id`).
 
     Returns:
         A dict of tensors: `clip_id`, `label` (int32), `label_name`, `source`, `subject`,
         `split` (scalar strings / ints), `num_frames` (int32), `fps` (float32),
         `frames` (F,) JPEG strings, `detected` (F,) bool and `landmarks` (F, K, 2) float32.
         The JPEGs are NOT decoded, so that a sampler can choose frames first.
+
+    Raises:
+        ValueError: a name in `features` is not one of the outputs above.
     """
     import tensorflow as tf
 
+    context_spec, sequence_spec = _context_spec(), _sequence_spec()
+    if features is not None:
+        known = {*context_spec, *sequence_spec}
+        unknown = sorted(set(features) - known)
+        if unknown:
+            raise ValueError(f"unknown clip features {unknown}; known: {sorted(known)}")
+        context_spec = {name: spec for name, spec in context_spec.items() if name in features}
+        sequence_spec = {name: spec for name, spec in sequence_spec.items() if name in features}
     context, sequence = tf.io.parse_single_sequence_example(
-        serialized, context_features=_context_spec(), sequence_features=_sequence_spec()
+        serialized, context_features=context_spec, sequence_features=sequence_spec
     )
-    parsed = dict(context)
-    parsed["label"] = tf.cast(context["label"], tf.int32)
-    parsed["num_frames"] = tf.cast(context["num_frames"], tf.int32)
-    parsed["frames"] = sequence["frames"]
-    parsed["detected"] = tf.cast(sequence["detected"], tf.bool)
-    landmarks = sequence["landmarks"].to_tensor()
-    parsed["landmarks"] = tf.reshape(landmarks, [tf.shape(landmarks)[0], -1, 2])
+    parsed = {**context, **sequence}
+    for name in ("label", "num_frames"):
+        if name in parsed:
+            parsed[name] = tf.cast(parsed[name], tf.int32)
+    if "detected" in parsed:
+        parsed["detected"] = tf.cast(parsed["detected"], tf.bool)
+    if "landmarks" in parsed:
+        landmarks = parsed["landmarks"].to_tensor()
+        parsed["landmarks"] = tf.reshape(landmarks, [tf.shape(landmarks)[0], -1, 2])
     return parsed
 
 

@@ -60,11 +60,15 @@ def _read_clips(directory):
     return clips
 
 
+def _reference_decoded(jpeg, resize_size):
+    """uint8 (256 / r, 256 / r, 3): the stored frame decoded at 1/r scale, as documented."""
+    ratio = {32: 8, 40: 4}[resize_size]  # largest r in 1, 2, 4, 8 with 256 / r >= R
+    return tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio).numpy()
+
+
 def _reference_resized(jpeg, size):
     """float32 (size, size, 3): the stored frame decoded at 1/r scale and area-resized, as documented."""
-    ratio = {32: 8, 40: 4}[size]  # largest r in 1, 2, 4, 8 with 256 / r >= size
-    image = tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio)
-    return tf.image.resize(image, [size, size], method="area").numpy()
+    return tf.image.resize(_reference_decoded(jpeg, size), [size, size], method="area").numpy()
 
 
 def _elements(config, count):
@@ -158,17 +162,20 @@ def test_uniform_and_all_sampling_match_numpy(clip_length):
 
 
 def test_one_crop_and_flip_per_clip(synthetic_dir):
+    """Training cuts the window from the frame decoded at 1/4 scale (64 x 64): 32 / 40 of its
+    side, 51 px, at one of 14 x 14 offsets, then area-resizes it to 32 x 32."""
     clip = _read_clips(synthetic_dir)["identical"]
-    reference = _reference_resized(clip["frames"][0], 40)
+    decoded = _reference_decoded(clip["frames"][0], 40)
     config = InputConfig(
         synthetic_dir, split="identical", training=True, num_frames=4, image_size=32, crop_fraction=0.8,
         global_batch_size=1, repeat=True, seed=5,
     )
+    side = round(64 * 32 / 40)
     candidates = {
         (top, left, flipped): window[:, ::-1] if flipped else window
-        for top in range(9)
-        for left in range(9)
-        for window in [reference[top : top + 32, left : left + 32]]
+        for top in range(64 - side + 1)
+        for left in range(64 - side + 1)
+        for window in [tf.image.resize(decoded[top : top + side, left : left + side], [32, 32], method="area").numpy()]
         for flipped in (False, True)
     }
     windows = set()
@@ -181,7 +188,7 @@ def test_one_crop_and_flip_per_clip(synthetic_dir):
         ]
         assert len(matches) == 1
         windows.add(matches[0])
-    assert len({(top, left) for top, left, _ in windows}) > 3  # not always the centre (4, 4)
+    assert len({(top, left) for top, left, _ in windows}) > 3  # not always the centre (6, 6)
     assert {flipped for _, _, flipped in windows} == {False, True}
 
 

@@ -51,6 +51,22 @@ def test_round_trip_keeps_every_field(ck48_dir, num_landmarks):
     np.testing.assert_array_equal(parsed["landmarks"].numpy(), clip.landmarks)
 
 
+def test_parse_clip_parses_only_the_features_asked_for(ck48_dir):
+    clip = _clip(ck48_dir)
+    serialized = tf.constant(schema.serialize_clip(clip))
+    parsed = schema.parse_clip(serialized, features=("label", "frames", "landmarks"))
+    assert sorted(parsed) == ["frames", "label", "landmarks"]
+    assert parsed["label"].dtype == tf.int32 and int(parsed["label"]) == clip.label
+    assert [frame for frame in parsed["frames"].numpy()] == clip.frames_jpeg
+    np.testing.assert_array_equal(parsed["landmarks"].numpy(), clip.landmarks)
+    with pytest.raises(ValueError) as error:
+        schema.parse_clip(serialized, features=("frames", "pixels"))
+    assert str(error.value) == (
+        "unknown clip features ['pixels']; known: ['clip_id', 'detected', 'fps', 'frames', 'label', "
+        "'label_name', 'landmarks', 'num_frames', 'source', 'split', 'subject']"
+    )
+
+
 def test_parse_clip_works_inside_a_tf_data_graph(ck48_dir):
     records = [schema.serialize_clip(_clip(ck48_dir, clip_id=f"clip{index}")) for index in range(2)]
     dataset = tf.data.Dataset.from_tensor_slices(records).map(schema.parse_clip)
