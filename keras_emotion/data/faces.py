@@ -27,10 +27,10 @@ from typing import Sequence
 
 import cv2
 import dlib
-import face_recognition_models
 import numpy as np
 
 from keras_emotion.data.video import as_rgb_uint8
+from keras_emotion.dlib_models import FACE_DETECTOR, LANDMARKS_5, LANDMARKS_68, dlib_model_file
 
 # Frames whose shorter side is below this are upscaled by an integer factor
 # before detection (the HOG detector misses faces smaller than about 80 pixels).
@@ -177,14 +177,14 @@ def _hog_detector():
 
 @functools.lru_cache(maxsize=None)
 def _cnn_detector():
-    return dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
+    return dlib.cnn_face_detection_model_v1(dlib_model_file(FACE_DETECTOR))
 
 
 @functools.lru_cache(maxsize=None)
 def _shape_predictor(points: int):
     if points == 68:
-        return dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-    return dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+        return dlib.shape_predictor(dlib_model_file(LANDMARKS_68))
+    return dlib.shape_predictor(dlib_model_file(LANDMARKS_5))
 
 
 def box_overlaps(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ import pickle
 
 import cv2
 import dlib
-import face_recognition_models
 import numpy as np
 import pytest
 from skimage import data as skimage_data
@@ -26,6 +25,7 @@ from keras_emotion.data.faces import (
     encode_jpeg,
     template_eye_centres,
 )
+from keras_emotion.dlib_models import LANDMARKS_68, dlib_model_file
 
 CK48_FRAMES = [
     "anger/S010_004_00000017.png",
@@ -66,7 +66,7 @@ def aligner() -> FaceAligner:
 @pytest.fixture(scope="module")
 def reference_dlib():
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(
-        face_recognition_models.pose_predictor_model_location()
+        dlib_model_file(LANDMARKS_68)
     )
 
 
