@@ -32,6 +32,10 @@ flags.DEFINE_integer("image_size", 64, "Side the faces are resized to (a multipl
 flags.DEFINE_float("learning_rate", 2e-3, "Peak AdamW learning rate.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and augmentation.")
 flags.DEFINE_integer("max_per_class", None, "Use at most this many images per class (quick runs).")
+flags.DEFINE_float("weight_decay", PretrainConfig.weight_decay, "Decoupled AdamW weight decay.")
+flags.DEFINE_float("ferplus_weight", 0.0, "Blend of the FER+ vote distribution into the FER2013 targets (0..1).")
+flags.DEFINE_list("extra_data_dirs", [], "More class-folder corpora to train on (e.g. ExpW, SFEW); part held out.")
+flags.DEFINE_float("holdout_fraction", PretrainConfig.holdout_fraction, "Part of each extra corpus held out.")
 
 
 def main(argv):
@@ -46,6 +50,10 @@ def main(argv):
         learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed,
         max_per_class=FLAGS.max_per_class,
+        weight_decay=FLAGS.weight_decay,
+        ferplus_weight=FLAGS.ferplus_weight,
+        extra_data_dirs=tuple(FLAGS.extra_data_dirs),
+        holdout_fraction=FLAGS.holdout_fraction,
     )
     try:
         result = pretrain(config, verbose=1 if sys.stdout.isatty() else 2)

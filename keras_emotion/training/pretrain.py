@@ -25,24 +25,29 @@ the best validation accuracy (the JSON after every epoch).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import os
 import time
+import zlib
 from typing import Iterator, Optional, Sequence
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_emotion.data.emotions import match_class_names
+from keras_emotion.data.emotions import canonical_emotion, match_class_names
 from keras_emotion.data.video import InputError
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training.callbacks import EpochBackup
 from keras_emotion.training.optimizers import warmup_cosine_adamw
 
-PRETRAINABLE_BACKBONES = ("compact", "compact_wide")
+PRETRAINABLE_BACKBONES = ("compact", "compact_wide", "dlib_resnet", "dlib_resnet_256")
+FERPLUS_LABELS_FILE = "ferplus_labels.csv"
+FERPLUS_VOTE_PREFIX = "votes_"
 BACKUP_DIR = "backup"
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
@@ -72,6 +77,16 @@ class PretrainConfig:
         contrast_range: augmentation scales contrast by a factor in this range.
         seed: seed of weight initialisation, shuffling and augmentation.
         max_per_class: if set, use at most this many images per class and split (quick runs).
+        ferplus_weight: w; the training target of a FER2013 image is (1 - w) x its one-hot
+            FER2013 label + w x its FER+ vote distribution over the same classes
+            (`<data_dir>/ferplus_labels.csv`; images without such votes keep the one-hot).
+            0 (the default) ignores FER+.
+        extra_data_dirs: more folders of class folders (`<dir>/<class>/<image>`, classes
+            matched to FER2013's by `emotions.match_class_names`), e.g. ExpW and SFEW; each
+            image's luma is histogram-equalised as FER2013's was. A fixed part of each
+            (`holdout_fraction`, chosen by a hash of the file name) is held out and scored
+            after every epoch as `val_<folder name>_accuracy`; the rest is trained on.
+        holdout_fraction: the part of each extra folder held out.
     """
 
     data_dir: str
@@ -90,6 +105,9 @@ class PretrainConfig:
     contrast_range: tuple = (0.8, 1.2)
     seed: int = 0
     max_per_class: Optional[int] = None
+    ferplus_weight: float = 0.0
+    extra_data_dirs: tuple = ()
+    holdout_fraction: float = 0.15
 
     @property
     def weights_file(self) -> str:
@@ -110,6 +128,12 @@ class PretrainConfig:
             raise ValueError(f"max_per_class={self.max_per_class}; must be >= 1 (or None for all)")
         if not 0 < self.min_crop_fraction <= 1:
             raise ValueError(f"min_crop_fraction={self.min_crop_fraction}; must be in (0, 1]")
+        if not 0 <= self.ferplus_weight <= 1 or not 0 < self.holdout_fraction < 1:
+            raise ValueError(
+                f"ferplus_weight={self.ferplus_weight}, holdout_fraction={self.holdout_fraction}; "
+                "expected 0 <= ferplus_weight <= 1 and 0 < holdout_fraction < 1"
+            )
+        self.extra_data_dirs = tuple(self.extra_data_dirs)
 
 
 @dataclasses.dataclass
@@ -121,12 +145,31 @@ class ImageSplit:
         labels: int32 (n,) class indices into `class_names`.
         class_names: E names, in label order.
         paths: n source files, in the order of `images`.
+        targets: float32 (n, E) training targets (rows sum to 1), or None for one-hot labels.
     """
 
     images: np.ndarray
     labels: np.ndarray
     class_names: list
     paths: list
+    targets: Optional[np.ndarray] = None
+
+    def one_hot_or_targets(self) -> np.ndarray:
+        """float32 (n, E): `targets`, or the one-hot labels when there are none."""
+        if self.targets is not None:
+            return self.targets
+        return np.eye(len(self.class_names), dtype=np.float32)[self.labels]
+
+    @staticmethod
+    def concatenate(splits: Sequence["ImageSplit"]) -> "ImageSplit":
+        """One split holding the images of `splits` (same classes), in order."""
+        return ImageSplit(
+            np.concatenate([split.images for split in splits]),
+            np.concatenate([split.labels for split in splits]),
+            splits[0].class_names,
+            [path for split in splits for path in split.paths],
+            np.concatenate([split.one_hot_or_targets() for split in splits]),
+        )
 
 
 @dataclasses.dataclass
@@ -242,8 +285,77 @@ def load_split(
     return ImageSplit(decode_images(paths, image_size), labels, class_names, paths)
 
 
+def ferplus_targets(data_dir: str, split: ImageSplit, weight: float) -> np.ndarray:
+    """Training targets of FER2013 images blending their label with their FER+ votes.
+
+    Args:
+        data_dir: the FER2013 folder holding `ferplus_labels.csv` (columns `file`, relative
+            to `data_dir`, and `votes_<class>`; FER+ votes for classes without an emotion,
+            such as contempt, unknown or NF, are ignored).
+        split: images of `data_dir`, paths under it.
+        weight: w in (1 - w) x one-hot + w x vote distribution.
+
+    Returns:
+        float32 (n, E), rows summing to 1; an image without votes for the E classes keeps
+        its one-hot label.
+
+    Raises:
+        InputError: the CSV is missing, or lacks a `file` column or a vote column of a class.
+    """
+    csv_path = os.path.join(data_dir, FERPLUS_LABELS_FILE)
+    if not os.path.isfile(csv_path):
+        raise InputError(csv_path, "FER+ labels file is missing (needed for ferplus_weight > 0)")
+    with open(csv_path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    columns = {canonical_emotion(name[len(FERPLUS_VOTE_PREFIX):]): name for name in (rows[0] if rows else {})
+               if name.startswith(FERPLUS_VOTE_PREFIX)}
+    missing = [name for name in split.class_names if canonical_emotion(name) not in columns]
+    if "file" not in (rows[0] if rows else {}) or missing:
+        raise InputError(csv_path, f"expected a 'file' column and vote columns for the classes {missing or split.class_names}")
+    class_columns = [columns[canonical_emotion(name)] for name in split.class_names]
+    votes_of_file = {row["file"]: [float(row[column]) for column in class_columns] for row in rows}
+    one_hot = np.eye(len(split.class_names), dtype=np.float32)[split.labels]
+    votes = np.array(
+        [votes_of_file.get(os.path.relpath(path, data_dir).replace(os.sep, "/"), [0.0] * len(class_columns))
+         for path in split.paths],
+        np.float32,
+    )
+    totals = votes.sum(axis=1, keepdims=True)
+    distribution = np.where(totals > 0, votes / np.maximum(totals, 1.0), one_hot)
+    return ((1.0 - weight) * one_hot + weight * distribution).astype(np.float32)
+
+
+def is_held_out(path: str, fraction: float) -> bool:
+    """Whether `path` falls in the held-out part: a fixed function of its file name."""
+    return zlib.crc32(os.path.basename(path).encode("utf8")) % 10_000 < fraction * 10_000
+
+
+def equalize_luma(images: np.ndarray) -> np.ndarray:
+    """Histogram-equalises the luma of uint8 (n, S, S, 3) RGB images (chroma kept), in place."""
+    for image in images:
+        ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
+        ycrcb[..., 0] = cv2.equalizeHist(ycrcb[..., 0])
+        image[...] = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+    return images
+
+
+def load_extra_split(
+    folder: str, class_names: Sequence[str], image_size: int, holdout_fraction: float,
+    max_per_class: Optional[int] = None,
+) -> tuple:
+    """An extra corpus of class folders, luma-equalised and split into (train, held_out) ImageSplits."""
+    paths, labels, _ = list_matched_images(folder, class_names, max_per_class)
+    held_out = np.array([is_held_out(path, holdout_fraction) for path in paths])
+    images = equalize_luma(decode_images(paths, image_size))
+    return tuple(
+        ImageSplit(images[part], labels[part], list(class_names), [path for path, kept in zip(paths, part) if kept])
+        for part in (~held_out, held_out)
+    )
+
+
 def _decode_resized(path, image_size: int):
-    """One image file -> uint8 (S, S, 3) RGB (gray is repeated over the 3 channels).
+    """One image file -> uint8 (S, S, 3) RGB (gray is repeated over the 3 channels); a
+    non-square image is cut to its centre square first.
 
     JPEGs are decoded with the accurate integer DCT: the default fast one is off by up to
     16 grey levels on FER2013's 48x48 faces.
@@ -254,6 +366,9 @@ def _decode_resized(path, image_size: int):
         lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    side = tf.minimum(height, width)
+    image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
     resized = tf.image.resize(image, [image_size, image_size])
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
@@ -348,7 +463,7 @@ def training_dataset(split: ImageSplit, config: PretrainConfig) -> tf.data.Datas
     into the next pass (the stream is cut into batches after repeating).
     """
     images = tf.constant(split.images)
-    labels = tf.one_hot(split.labels, len(split.class_names))
+    labels = tf.constant(split.one_hot_or_targets())
     indices = (
         tf.data.Dataset.range(len(split.labels))
         .shuffle(len(split.labels), seed=config.seed, reshuffle_each_iteration=True)
@@ -383,6 +498,41 @@ def build_classifier(backbone: keras.Model, num_classes: int, dropout: float) ->
     features = keras.layers.Dropout(dropout, name="feature_dropout")(features)
     logits = keras.layers.Dense(num_classes, name="class_logits")(features)
     return keras.Model(images, logits, name="fer2013_classifier")
+
+
+def flip_averaged_logits(classifier: keras.Model, images: np.ndarray, batch_size: int) -> tuple:
+    """(logits, flip-averaged logits) of uint8 (n, S, S, 3) images: float32 (n, E) each; the
+    second is the mean of the logits of each image and of its left-right mirror."""
+    plain, mirrored = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].astype(np.float32)
+        plain.append(keras.ops.convert_to_numpy(classifier(batch, training=False)))
+        mirrored.append(keras.ops.convert_to_numpy(classifier(batch[:, :, ::-1], training=False)))
+    plain, mirrored = np.concatenate(plain), np.concatenate(mirrored)
+    return plain, (plain + mirrored) / 2.0
+
+
+class HeldOutEvaluation(keras.callbacks.Callback):
+    """After each epoch, scores held-out image sets: adds `val_<name>_accuracy` and
+    `val_<name>_flip_accuracy` (logits averaged with the mirrored image's) to the epoch logs.
+
+    Args:
+        splits: {name: ImageSplit}.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, splits: dict, batch_size: int):
+        super().__init__()
+        self.splits = splits
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for name, split in self.splits.items():
+            plain, averaged = flip_averaged_logits(self.model, split.images, self.batch_size)
+            logs[f"val_{name}_accuracy"] = float(np.mean(plain.argmax(axis=1) == split.labels))
+            logs[f"val_{name}_flip_accuracy"] = float(np.mean(averaged.argmax(axis=1) == split.labels))
 
 
 class BestBackboneCheckpoint(keras.callbacks.Callback):
@@ -462,12 +612,24 @@ def pretrain(
     train_split = load_split(
         os.path.join(config.data_dir, TRAIN_SPLIT), config.image_size, max_per_class=config.max_per_class
     )
+    if config.ferplus_weight > 0:
+        train_split.targets = ferplus_targets(config.data_dir, train_split, config.ferplus_weight)
     val_split = load_split(
         os.path.join(config.data_dir, VALIDATION_SPLIT),
         config.image_size,
         train_split.class_names,
         config.max_per_class,
     )
+    held_out = {"fer2013": val_split}
+    extra_train = []
+    for folder in config.extra_data_dirs:
+        trained_part, held_out_part = load_extra_split(
+            folder, train_split.class_names, config.image_size, config.holdout_fraction, config.max_per_class
+        )
+        extra_train.append(trained_part)
+        held_out[os.path.basename(os.path.normpath(folder))] = held_out_part
+    if extra_train:
+        train_split = ImageSplit.concatenate([train_split, *extra_train])
     steps_per_epoch = len(train_split.labels) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
@@ -505,6 +667,7 @@ def pretrain(
             "epochs": config.epochs,
             "train_images": len(train_split.labels),
             "val_images": len(val_split.labels),
+            "held_out_images": {name: len(split.labels) for name, split in held_out.items()},
             "config": dataclasses.asdict(config),
         },
         earlier_history,
@@ -517,7 +680,7 @@ def pretrain(
         steps_per_epoch=steps_per_epoch,
         validation_data=evaluation_dataset(val_split, config.batch_size),
         shuffle=False,  # training_dataset shuffles
-        callbacks=[checkpoint, EpochBackup(backup_dir), *callbacks],
+        callbacks=[HeldOutEvaluation(held_out, config.batch_size), checkpoint, EpochBackup(backup_dir), *callbacks],
         verbose=verbose,
     )
     return PretrainResult(weights_path, report_path, checkpoint.write_report(completed=True))

@@ -1,5 +1,6 @@
 """Tests of keras_emotion.training.pretrain on real FER2013 faces (small subsets)."""
 
+import csv
 import json
 import os
 import re
@@ -209,3 +210,73 @@ def test_undecodable_image_is_named(fer_dir, tmp_path):
     (tmp_path / "happy" / "b.jpg").write_bytes(b"this is not a JPEG")
     with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'happy' / 'b.jpg'}: cannot decode the image")):
         pretrain_lib.load_split(str(tmp_path), 32)
+
+
+# FER+ votes, extra corpora with held-out parts, flip-averaged scores.
+
+FERPLUS_COLUMNS = {"angry": "votes_anger", "happy": "votes_happiness", "surprise": "votes_surprise"}
+
+
+def test_ferplus_targets_blend_the_label_with_the_vote_distribution(fer_dir):
+    split = pretrain_lib.load_split(str(fer_dir / "train"), 16, SUBSET_CLASSES, max_per_class=20)
+    targets = pretrain_lib.ferplus_targets(str(fer_dir), split, weight=0.3)
+    with open(fer_dir / "ferplus_labels.csv", newline="") as file:
+        rows = {row["file"]: row for row in csv.DictReader(file)}
+    expected = []
+    for path, label in zip(split.paths, split.labels):
+        row = rows[os.path.relpath(path, fer_dir)]
+        votes = np.array([float(row[FERPLUS_COLUMNS[name]]) for name in SUBSET_CLASSES])
+        one_hot = np.eye(3)[label]
+        expected.append(0.7 * one_hot + 0.3 * (votes / votes.sum() if votes.sum() else one_hot))
+    np.testing.assert_allclose(targets, np.array(expected), atol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+    assert np.any(targets.max(axis=1) < 1.0)  # some images have votes for other classes
+
+
+def test_ferplus_targets_name_a_missing_labels_file(fer_subset):
+    split = pretrain_lib.load_split(str(fer_subset / "train"), 16, SUBSET_CLASSES, max_per_class=2)
+    with pytest.raises(InputError, match=re.escape(f"{fer_subset / 'ferplus_labels.csv'}: FER+ labels file is missing")):
+        pretrain_lib.ferplus_targets(str(fer_subset), split, weight=0.5)
+
+
+def test_extra_corpus_is_split_by_file_name_and_luma_equalised(shared_dir):
+    expw = str(shared_dir / "data" / "expw")
+    trained, held_out = pretrain_lib.load_extra_split(expw, SUBSET_CLASSES, 32, 0.3, max_per_class=30)
+    assert len(trained.labels) + len(held_out.labels) == 90
+    assert not set(trained.paths) & set(held_out.paths)
+    assert all(pretrain_lib.is_held_out(path, 0.3) for path in held_out.paths)
+    assert 10 <= len(held_out.labels) <= 45
+    again = pretrain_lib.load_extra_split(expw, SUBSET_CLASSES, 32, 0.3, max_per_class=30)[1]
+    assert again.paths == held_out.paths
+    luma = cv2.cvtColor(held_out.images[0], cv2.COLOR_RGB2YCrCb)[..., 0]
+    original = cv2.cvtColor(pretrain_lib.decode_images(held_out.paths[:1], 32)[0], cv2.COLOR_RGB2YCrCb)[..., 0]
+    difference = np.abs(luma.astype(int) - cv2.equalizeHist(original).astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 8  # the RGB round trip rounds and clips
+
+
+def test_flip_averaged_logits_match_numpy():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    classifier = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    kernel, bias = classifier.layers[-1].get_weights()
+    plain, averaged = pretrain_lib.flip_averaged_logits(classifier, images, batch_size=2)
+    reference = images.reshape(5, -1).astype(np.float64) @ kernel + bias
+    mirrored = images[:, :, ::-1].reshape(5, -1).astype(np.float64) @ kernel + bias
+    np.testing.assert_allclose(plain, reference, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(averaged, (reference + mirrored) / 2, rtol=1e-4, atol=1e-2)
+
+
+def test_pretrain_with_ferplus_and_an_extra_corpus_scores_its_held_out_part(fer_subset, fer_dir, shared_dir, tmp_path):
+    if not (fer_subset / "ferplus_labels.csv").exists():
+        os.symlink(fer_dir / "ferplus_labels.csv", fer_subset / "ferplus_labels.csv")
+    config = pretrain_lib.PretrainConfig(
+        data_dir=str(fer_subset), output_dir=str(tmp_path), image_size=32, epochs=1, batch_size=16,
+        max_per_class=20, ferplus_weight=0.5, extra_data_dirs=(str(shared_dir / "data" / "sfew2"),),
+    )
+    report = pretrain_lib.pretrain(config, verbose=0).report
+    assert report["held_out_images"]["fer2013"] == 60
+    assert 0 < report["held_out_images"]["sfew2"] < 60
+    assert report["train_images"] == 60 + 60 - report["held_out_images"]["sfew2"]
+    (record,) = report["history"]
+    assert record["val_fer2013_accuracy"] == pytest.approx(record["val_accuracy"], abs=1e-6)
+    assert {"val_sfew2_accuracy", "val_sfew2_flip_accuracy", "val_fer2013_flip_accuracy"} <= set(record)
