@@ -36,6 +36,12 @@ flags.DEFINE_float("learning_rate", FaceClipsConfig.learning_rate, "Peak AdamW l
 flags.DEFINE_list("held_out_folds", [], "CK+48 subject folds (0..9) to leave out and evaluate.")
 flags.DEFINE_integer("seed", FaceClipsConfig.seed, "Seed of initialisation, folds, shuffling, augmentation.")
 flags.DEFINE_integer("max_per_class", None, "At most this many FER2013 images per class (quick runs).")
+flags.DEFINE_integer("attention_units", FaceClipsConfig.attention_units, "Hidden size of the attention's scoring MLP.")
+flags.DEFINE_float("weight_decay", FaceClipsConfig.weight_decay, "AdamW weight decay.")
+flags.DEFINE_integer("ck48_repeats", FaceClipsConfig.ck48_repeats, "Times each CK+48 training clip appears in a pass.")
+flags.DEFINE_integer("cached_views", FaceClipsConfig.cached_views,
+                     "0: augment images every step; 1..4: train the head on cached backbone maps of that many fixed views.")
+flags.DEFINE_string("cache_dir", None, "Folder of the cached maps (default: <output_dir>/feature_cache).")
 flags.DEFINE_bool("cross_validate", False, "Run once per CK+48 subject fold, holding it out; summarise.")
 flags.mark_flags_as_required(["backbone_weights", "output_dir"])
 
@@ -56,6 +62,11 @@ def main(argv):
         held_out_folds=[int(fold) for fold in FLAGS.held_out_folds],
         seed=FLAGS.seed,
         max_per_class=FLAGS.max_per_class,
+        attention_units=FLAGS.attention_units,
+        weight_decay=FLAGS.weight_decay,
+        ck48_repeats=FLAGS.ck48_repeats,
+        cached_views=FLAGS.cached_views,
+        cache_dir=FLAGS.cache_dir,
     )
     verbose = 1 if sys.stdout.isatty() else 2
     try:

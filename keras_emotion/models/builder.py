@@ -24,6 +24,8 @@ scratch uses batch statistics while training, as usual.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import keras
 from keras import ops
 
@@ -35,7 +37,7 @@ from keras_emotion.layers import (
     TemporalMaxPooling,
     TemporalSoftmaxPooling,
 )
-from keras_emotion.models.backbones import BACKBONE_NAME, build_backbone
+from keras_emotion.models.backbones import BACKBONE_NAME, Backbone, build_backbone
 from keras_emotion.models.config import ModelConfig
 
 SCORE_POOLINGS = {
@@ -75,8 +77,12 @@ class UnfoldFrames(keras.layers.Layer):
         return (*frames_shape[:2], *folded_shape[1:])
 
 
-def build_model(config: ModelConfig) -> keras.Model:
+def build_model(config: ModelConfig, backbone: Optional[keras.Model] = None) -> keras.Model:
     """Builds the model that `config` describes (untrained, except for backbone weights).
+
+    `backbone`, if given, replaces the one `config` names: a model (n, ...) -> (n, h, w, D)
+    whose input shape sets the frames' shape. `feature_map_backbone` is one: it lets the
+    same head train on precomputed backbone maps (`training.feature_cache`).
 
     Inputs (a dict): "frames" (B, F, S, S, 3) float32 RGB in 0..255 and "frame_mask"
     (B, F) float32, 1 for real frames and 0 for padding; F = config.num_frames, or any
@@ -99,11 +105,11 @@ def build_model(config: ModelConfig) -> keras.Model:
     stored in the backbone (`Backbone.batchnorm_inference`), so `model.save` /
     `keras.models.load_model` and `with_any_number_of_frames` keep it.
     """
-    size = config.image_size
-    frames = keras.Input((config.num_frames, size, size, 3), name="frames")
+    if backbone is None:
+        backbone = build_backbone(config.backbone, config.image_size, config.backbone_weights)
+        backbone.batchnorm_inference = config.pretrained_backbone
+    frames = keras.Input((config.num_frames, *backbone.input_shape[1:]), name="frames")
     frame_mask = keras.Input((config.num_frames,), name="frame_mask")
-    backbone = build_backbone(config.backbone, size, config.backbone_weights)
-    backbone.batchnorm_inference = config.pretrained_backbone
     feature_map = backbone(FoldFrames(name="fold_frames")(frames))  # (B*F, h, w, D)
 
     outputs = {}
@@ -152,6 +158,14 @@ def build_model(config: ModelConfig) -> keras.Model:
         outputs=named_outputs,
         name=f"emotion_{config.backbone}_{config.spatial}_{config.temporal}",
     )
+
+
+def feature_map_backbone(map_shape) -> keras.Model:
+    """A stand-in backbone for `build_model` whose "frames" are backbone maps: the identity
+    on (n, h, w, D) = (n, *map_shape), named like a backbone, without variables."""
+    with keras.name_scope(BACKBONE_NAME):
+        maps = keras.Input(tuple(map_shape), name="feature_maps")
+        return Backbone(maps, keras.layers.Identity(name="feature_map")(maps), name=BACKBONE_NAME)
 
 
 def backbone_variables(model: keras.Model) -> list:

@@ -55,7 +55,9 @@ from keras_emotion.data.emotions import EMOTIONS, match_class_names
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
-from keras_emotion.models.builder import BACKBONE_NAME
+from keras_emotion.models.builder import BACKBONE_NAME, feature_map_backbone
+from keras_emotion.training import feature_cache
+from keras_emotion.training.feature_cache import VIEWS
 from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger, read_history
 from keras_emotion.training.metrics import classification_report
@@ -72,6 +74,7 @@ CROSS_VALIDATION_FILE = "cross_validation.json"
 HISTORY_FILE = "history.csv"
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 BACKUP_DIR = "backup"
+FEATURE_CACHE_DIR = "feature_cache"
 
 
 @dataclasses.dataclass
@@ -98,6 +101,12 @@ class FaceClipsConfig:
         min_crop_fraction, brightness_delta, contrast_range: augmentation (`pretrain.augment`).
         seed: seed of initialisation, fold split, shuffling and augmentation.
         max_per_class: if set, at most this many FER2013 images per class and split (quick runs).
+        cached_views: 0: augment the images at every step (the backbone runs on every frame
+            of every step); V in 1..4: train on the backbone's maps of the first V fixed views
+            of `feature_cache.VIEWS` (computed once, each step draws one view per clip), the
+            model is then assembled with the backbone and evaluated on the images.
+        cache_dir: where the maps are kept between runs (`feature_cache`); None:
+            `<output_dir>/feature_cache`.
     """
 
     fer2013_dir: str
@@ -121,11 +130,15 @@ class FaceClipsConfig:
     contrast_range: tuple = (0.8, 1.2)
     seed: int = 0
     max_per_class: Optional[int] = None
+    cached_views: int = 0
+    cache_dir: Optional[str] = None
 
     def __post_init__(self):
         self.held_out_folds = tuple(sorted(set(self.held_out_folds)))
         if any(not 0 <= fold < self.folds for fold in self.held_out_folds):
             raise ValueError(f"held_out_folds={self.held_out_folds}; folds are 0..{self.folds - 1}")
+        if not 0 <= self.cached_views <= len(VIEWS):
+            raise ValueError(f"cached_views={self.cached_views}; expected 0..{len(VIEWS)}")
 
     def model_config(self) -> ModelConfig:
         """The video model: the backbone, SA (N heads), frame scores, TP; 7 classes."""
@@ -148,7 +161,9 @@ class FaceClips:
     """Clips of face crops held in memory as one array of frames.
 
     Attributes:
-        frames: uint8 (n_frames, S, S, 3) RGB, the frames of every clip, clip after clip.
+        frames: uint8 (n_frames, S, S, 3) RGB, the frames of every clip, clip after clip; or
+            float16 (n_frames, V, h, w, D), the backbone maps of V views of each frame
+            (`feature_cache`).
         starts: int32 (N,) index of each clip's first frame in `frames`.
         lengths: int32 (N,) frames of each clip.
         labels: int32 (N,) class indices into EMOTIONS.
@@ -215,9 +230,17 @@ def concatenate(first: FaceClips, second: FaceClips) -> FaceClips:
     )
 
 
-def _gather_clips(frames, starts, num_frames: int, clip_indices):
-    """Frames of clips of `num_frames` frames each: -> float32 (B, num_frames, S, S, 3) 0..255."""
+def _gather_clips(frames, starts, num_frames: int, clip_indices, views=None):
+    """Frames of clips of `num_frames` frames each: -> float32 (B, num_frames, ...).
+
+    For view-major maps (n_frames, V, h, w, D), `views` (B,) picks each clip's view (None:
+    view 0): -> (B, num_frames, h, w, D).
+    """
     frame_indices = tf.gather(starts, clip_indices)[:, tf.newaxis] + tf.range(num_frames)[tf.newaxis, :]
+    if frames.shape.rank == 5:
+        views = tf.zeros_like(frame_indices[:, 0]) if views is None else tf.cast(views, frame_indices.dtype)
+        frame_indices = tf.stack([frame_indices, tf.broadcast_to(views[:, tf.newaxis], tf.shape(frame_indices))], -1)
+        return tf.cast(tf.gather_nd(frames, frame_indices), tf.float32)
     return tf.cast(tf.gather(frames, frame_indices), tf.float32)
 
 
@@ -229,6 +252,8 @@ def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsCo
     Training (`config` given): endless, shuffled, augmented, clip i appearing `repeats[i]`
     times a pass, batches of each length drawn in proportion to their clips. Evaluation
     (`config` None): one pass, clips grouped by length, no augmentation.
+    Clips of backbone maps (`FaceClips.frames` (n, V, h, w, D)) give "frames" (B, F, h, w, D):
+    training draws a view per clip instead of augmenting; evaluation takes view 0.
     """
     frames, starts, labels = tf.constant(clips.frames), tf.constant(clips.starts), tf.constant(clips.labels)
     repeats = np.ones(len(clips), np.int64) if repeats is None else np.asarray(repeats)
@@ -238,6 +263,10 @@ def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsCo
         indices = tf.data.Dataset.from_tensor_slices(order)
 
         def inputs_and_labels(batch, seed=None, num_frames=int(num_frames)):
+            if seed is not None and frames.shape.rank == 5:
+                views = tf.random.stateless_uniform(tf.shape(batch), seed, 0, frames.shape[1], tf.int64)
+                clip_frames = _gather_clips(frames, starts, num_frames, batch, views)
+                return {"frames": clip_frames, "frame_mask": tf.ones(tf.shape(clip_frames)[:2])}, tf.gather(labels, batch)
             clip_frames = _gather_clips(frames, starts, num_frames, batch)
             if seed is not None:
                 shape = tf.shape(clip_frames)
@@ -263,6 +292,44 @@ def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsCo
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def _feature_map_clips(config: FaceClipsConfig, backbone: keras.Model, *clip_sets: FaceClips) -> list:
+    """`clip_sets` with their frames replaced by the backbone's maps: the first set (the
+    training images) in the first `config.cached_views` views, the others in view 0 only.
+    The maps come from `feature_cache` folders under `config.cache_dir` ("train" for the first
+    set and CK+48, which folds split later; "validation" for FER2013 validation)."""
+    cache_dir = config.cache_dir or os.path.join(config.output_dir, FEATURE_CACHE_DIR)
+    fer_train, fer_val, ck48 = clip_sets
+    train_frames = np.concatenate([fer_train.frames, ck48.frames])
+    views = VIEWS[: config.cached_views]
+
+    def maps(name, frames, views):
+        key = feature_cache.cache_key(
+            config.backbone, backbone, frames, views, alignment=dataclasses.asdict(SHIPPED_ALIGNMENT)
+        )
+        return feature_cache.load_or_compute(os.path.join(cache_dir, name), key, backbone, frames, views)
+
+    train_maps = maps("train", train_frames, views)
+    val_maps = maps("validation", fer_val.frames, views[:1])
+    return [
+        dataclasses.replace(fer_train, frames=train_maps[: len(fer_train.frames)]),
+        dataclasses.replace(fer_val, frames=val_maps),
+        dataclasses.replace(ck48, frames=train_maps[len(fer_train.frames) :]),
+    ]
+
+
+def copy_head_weights(source: keras.Model, target: keras.Model) -> None:
+    """Gives `target` the values of `source`'s variables outside the backbone, matched by path
+    (two `build_model` models of one config, one of them on `feature_map_backbone`)."""
+    values = {variable.path: variable for variable in source.weights if not variable.path.startswith(BACKBONE_NAME + "/")}
+    targets = [variable for variable in target.weights if not variable.path.startswith(BACKBONE_NAME + "/")]
+    if sorted(values) != sorted(variable.path for variable in targets):
+        raise ValueError(
+            f"copy_head_weights: the heads differ: {sorted(values)} against {sorted(v.path for v in targets)}"
+        )
+    for variable in targets:
+        variable.assign(values[variable.path])
+
+
 def evaluate_clips(model: keras.Model, clips: FaceClips, batch_size: int = 256) -> dict:
     """`metrics.classification_report` of `model` on `clips` (EMOTIONS as classes)."""
     labels, predictions = [], []
@@ -284,15 +351,25 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
     fer_val, _ = fer2013_clips(os.path.join(config.fer2013_dir, "validation"), config.image_size, config.max_per_class)
     ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
     held_out = np.isin(fold_of_clip, config.held_out_folds)
-    ck48_train, ck48_test = ck48.subset(np.flatnonzero(~held_out)), ck48.subset(np.flatnonzero(held_out))
+    ck48_test = ck48.subset(np.flatnonzero(held_out))
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.model_config())
+    model.get_layer(BACKBONE_NAME).trainable = False
+    training_model = model
+    if config.cached_views:
+        fer_train, fer_val_maps, ck48 = _feature_map_clips(config, model.get_layer(BACKBONE_NAME), fer_train, fer_val, ck48)
+        training_model = build_model(
+            dataclasses.replace(config.model_config(), backbone_weights=None),
+            backbone=feature_map_backbone(fer_train.frames.shape[2:]),
+        )
+    else:
+        fer_val_maps = fer_val
+    ck48_train = ck48.subset(np.flatnonzero(~held_out))
     train_clips = concatenate(fer_train, ck48_train)
     repeats = np.concatenate([np.ones(len(fer_train), np.int64), np.full(len(ck48_train), config.ck48_repeats)])
     steps_per_epoch = int(repeats.sum()) // config.batch_size
 
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(config.model_config())
-    model.get_layer(BACKBONE_NAME).trainable = False
-    trainable = probabilities_model(model)
+    trainable = probabilities_model(training_model)
     trainable.compile(
         optimizer=warmup_cosine_adamw(config.learning_rate, config.weight_decay, config.epochs, 0.5, steps_per_epoch),
         loss=classification_loss(),
@@ -305,7 +382,7 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         clip_dataset(train_clips, config.batch_size, config, repeats),
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
-        validation_data=clip_dataset(fer_val, 256),
+        validation_data=clip_dataset(fer_val_maps, 256),
         shuffle=False,  # clip_dataset shuffles
         callbacks=[
             EpochCSVLogger(history_csv),
@@ -315,6 +392,8 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         verbose=verbose,
     )
     trainable.load_weights(best_weights)
+    if training_model is not model:
+        copy_head_weights(training_model, model)
     info = ModelInfo(
         class_names=list(EMOTIONS),
         preprocessing=Preprocessing(config.image_size, 1.0),
@@ -350,7 +429,10 @@ def cross_validate(config: FaceClipsConfig, verbose="auto", log=print) -> dict:
     reports = []
     for fold in range(config.folds):
         fold_config = dataclasses.replace(
-            config, output_dir=os.path.join(config.output_dir, f"fold{fold}"), held_out_folds=(fold,)
+            config,
+            output_dir=os.path.join(config.output_dir, f"fold{fold}"),
+            held_out_folds=(fold,),
+            cache_dir=config.cache_dir or os.path.join(config.output_dir, FEATURE_CACHE_DIR),
         )
         report_path = os.path.join(fold_config.output_dir, REPORT_FILE)
         report = read_json(report_path) if os.path.exists(report_path) else train_face_clips(fold_config, verbose)

@@ -121,3 +121,23 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
     again = face_clips.cross_validate(config, verbose=0, log=lambda line: None)
     assert os.path.getmtime(os.path.join(config.output_dir, "fold0", "model.float16.npz")) == modified
     assert again["ck48_held_out_clips"] == summary["ck48_held_out_clips"]
+
+
+def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_path, fer_dir, ck48_dir):
+    """The head trains on dlib ResNet maps of 2 views; the model written is the image model,
+    and its accuracy on the validation images is the one measured on their maps while training."""
+    weights = str(tmp_path / "backbone.weights.h5")
+    build_backbone("dlib_resnet", 64).save_weights(weights)
+    config = face_clips.FaceClipsConfig(
+        fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "out"),
+        backbone="dlib_resnet", image_size=64, epochs=15, learning_rate=1e-2, batch_size=32, ck48_repeats=1,
+        held_out_folds=[0],
+        max_per_class=40, cached_views=2,
+    )
+    report = face_clips.train_face_clips(config, verbose=0)
+    assert sorted(os.listdir(os.path.join(config.output_dir, "feature_cache"))) == ["train", "validation"]
+    best = max(float(record["val_accuracy"]) for record in report["history"])
+    assert report["fer2013_validation"]["accuracy"] == pytest.approx(best, abs=1.5 / 280)
+    assert report["fer2013_validation"]["accuracy"] > 0.2  # chance 1/7 = 0.14: the maps are learnt from
+    trained = load_trained_model(config.output_dir)
+    assert trained.model.get_layer("backbone").count_params() > 0
