@@ -16,6 +16,7 @@ from keras_emotion.data.emotions import EMOTIONS
 from keras_emotion.inference import default_alignment, load_clip_model
 from keras_emotion.inference.predictor import PredictConfig, predict_video
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
+from keras_emotion.training.pretrain import decode_images
 from keras_emotion.training.task import FLOAT16_WEIGHTS_FILE
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,17 +29,17 @@ def pretrained():
 
 
 @pytest.fixture(scope="module")
-def fer_validation_sample(shared_dir) -> tuple:
-    """The first 40 FER2013 validation images of each emotion (never trained on):
-    (float32 (n, 1, 48, 48, 3) 0..255 1-frame clips, int (n,) indices into EMOTIONS)."""
-    frames, labels = [], []
+def fer_validation_sample(shared_dir, pretrained) -> tuple:
+    """The first 40 FER2013 validation images of each emotion (never trained on), decoded and
+    resized to the model's input size as in training: (float32 (n, 1, S, S, 3) 0..255 1-frame
+    clips, int (n,) indices into EMOTIONS)."""
+    paths, labels = [], []
     for label, emotion in enumerate(EMOTIONS):
         folder = shared_dir / "data" / "fer2013" / "validation" / emotion
-        for path in sorted(folder.iterdir())[:FER_IMAGES_PER_CLASS]:
-            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            frames.append(np.repeat(gray[..., None], 3, axis=2))
-            labels.append(label)
-    return np.stack(frames)[:, None].astype(np.float32), np.array(labels)
+        paths += [str(path) for path in sorted(folder.iterdir())[:FER_IMAGES_PER_CLASS]]
+        labels += [label] * FER_IMAGES_PER_CLASS
+    frames = decode_images(paths, pretrained.info.preprocessing.image_size)
+    return frames[:, None].astype(np.float32), np.array(labels)
 
 
 def test_the_shipped_model_loads_offline_from_package_files(pretrained):

@@ -149,7 +149,22 @@ def two_rate_sgd(
             name=name,
         )
 
-    head_optimizer = sgd(config.head_lr, HEAD_OPTIMIZER_NAME)
+    return _two_group_optimizer(
+        sgd(config.head_lr, HEAD_OPTIMIZER_NAME),
+        sgd(config.backbone_lr, BACKBONE_OPTIMIZER_NAME),
+        backbone_variables,
+        head_variables,
+        name="two_rate_sgd",
+    )
+
+
+def _two_group_optimizer(head_optimizer, backbone_optimizer, backbone_variables, head_variables, name: str):
+    """A `MultiOptimizer` sending the backbone variables (matched by path) to
+    `backbone_optimizer` and every other variable to `head_optimizer`.
+
+    Raises:
+        ValueError: a head variable has the path of a backbone variable.
+    """
     optimizer_map = keras.optimizers.OptimizerMap(default_optimizer=head_optimizer)
     if backbone_variables:
         backbone_pattern = "(?:" + "|".join(re.escape(v.path) for v in backbone_variables) + ")"
@@ -159,24 +174,51 @@ def two_rate_sgd(
                 f"head variables {clashes} have the same paths as backbone variables; "
                 "give the head layers names distinct from the backbone layers"
             )
-        optimizer_map[backbone_pattern] = sgd(config.backbone_lr, BACKBONE_OPTIMIZER_NAME)
-    return keras.optimizers.MultiOptimizer(optimizer_map, name="two_rate_sgd")
+        optimizer_map[backbone_pattern] = backbone_optimizer
+    return keras.optimizers.MultiOptimizer(optimizer_map, name=name)
 
 
 def warmup_cosine_adamw(
-    learning_rate: float, weight_decay: float, epochs: int, warmup_epochs: float, steps_per_epoch: int
-) -> keras.optimizers.AdamW:
+    learning_rate: float,
+    weight_decay: float,
+    epochs: int,
+    warmup_epochs: float,
+    steps_per_epoch: int,
+    backbone_variables: Sequence = (),
+    head_variables: Sequence = (),
+    backbone_lr_multiplier: float = 1.0,
+) -> keras.optimizers.Optimizer:
     """AdamW for pre-training a backbone: the learning rate rises linearly from 0 to
-    `learning_rate` over `warmup_epochs`, then follows a cosine down to 0 at the end of `epochs`."""
+    `learning_rate` over `warmup_epochs`, then follows a cosine down to 0 at the end of `epochs`.
+
+    With `backbone_lr_multiplier` != 1 and `backbone_variables` given: two AdamWs behind one
+    `MultiOptimizer`, the backbone's at `backbone_lr_multiplier` x the schedule, the other
+    variables' (`head_variables`) at the schedule. Adam steps every weight by about the
+    learning rate whatever its scale, so a pre-trained backbone whose weights are small (dlib's
+    ResNet, batch normalisation folded into its affine layers: |w| ~ 0.003) needs a far smaller
+    rate than a new head.
+    """
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=total_steps - warmup_steps,
-        warmup_target=learning_rate,
-        warmup_steps=warmup_steps,
+
+    def adamw(peak: float, name: str) -> keras.optimizers.AdamW:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=total_steps - warmup_steps,
+            warmup_target=peak,
+            warmup_steps=warmup_steps,
+        )
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, name=name)
+
+    if backbone_lr_multiplier == 1.0 or not backbone_variables:
+        return adamw(learning_rate, "adamw")
+    return _two_group_optimizer(
+        adamw(learning_rate, "head_adamw"),
+        adamw(learning_rate * backbone_lr_multiplier, "backbone_adamw"),
+        backbone_variables,
+        head_variables,
+        name="two_rate_adamw",
     )
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
 
 
 def group_learning_rates(optimizer: keras.optimizers.Optimizer) -> dict:

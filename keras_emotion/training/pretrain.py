@@ -43,7 +43,7 @@ from keras_emotion.data.video import InputError
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training.callbacks import EpochBackup
-from keras_emotion.training.optimizers import warmup_cosine_adamw
+from keras_emotion.training.optimizers import group_learning_rates, warmup_cosine_adamw
 
 PRETRAINABLE_BACKBONES = ("compact", "compact_wide", "dlib_resnet", "dlib_resnet_256")
 FERPLUS_LABELS_FILE = "ferplus_labels.csv"
@@ -87,6 +87,8 @@ class PretrainConfig:
             (`holdout_fraction`, chosen by a hash of the file name) is held out and scored
             after every epoch as `val_<folder name>_accuracy`; the rest is trained on.
         holdout_fraction: the part of each extra folder held out.
+        backbone_lr_multiplier: the backbone's learning rate is this times `learning_rate`
+            (the classifier's); below 1 for a pre-trained backbone (dlib_resnet: 0.02).
     """
 
     data_dir: str
@@ -108,6 +110,7 @@ class PretrainConfig:
     ferplus_weight: float = 0.0
     extra_data_dirs: tuple = ()
     holdout_fraction: float = 0.15
+    backbone_lr_multiplier: float = 1.0
 
     @property
     def weights_file(self) -> str:
@@ -564,7 +567,11 @@ class BestBackboneCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 1)}
         record.update({name: float(value) for name, value in (logs or {}).items()})
-        record["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        optimizer = self.model.optimizer
+        if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+            record.update({f"learning_rate_{name}": rate for name, rate in group_learning_rates(optimizer).items()})
+        else:
+            record["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         if "val_accuracy" not in record:
             raise ValueError("pre-training selects the best epoch by val_accuracy; fit got no validation data")
         best_so_far = max((earlier["val_accuracy"] for earlier in self.history), default=-math.inf)
@@ -650,7 +657,14 @@ def pretrain(
     classifier = build_classifier(backbone, len(train_split.class_names), config.dropout)
     classifier.compile(
         optimizer=warmup_cosine_adamw(
-            config.learning_rate, config.weight_decay, config.epochs, config.warmup_epochs, steps_per_epoch
+            config.learning_rate,
+            config.weight_decay,
+            config.epochs,
+            config.warmup_epochs,
+            steps_per_epoch,
+            backbone_variables=backbone.trainable_variables,
+            head_variables=[v for v in classifier.trainable_variables if not any(v is b for b in backbone.trainable_variables)],
+            backbone_lr_multiplier=config.backbone_lr_multiplier,
         ),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],

@@ -9,7 +9,7 @@ import pytest
 from keras_emotion.data.config import InputConfig
 from keras_emotion.models import ModelConfig
 from keras_emotion.training.config import TrainConfig
-from keras_emotion.training.optimizers import group_learning_rates, sgdr_schedule, two_rate_sgd
+from keras_emotion.training.optimizers import group_learning_rates, sgdr_schedule, two_rate_sgd, warmup_cosine_adamw
 from replica_worker import toy_model, toy_step_config, toy_step_errors
 
 
@@ -192,3 +192,29 @@ def test_rates_after_a_fit_are_at_the_floor():
     assert [int(opt.iterations) for opt in model.optimizer.optimizers] == [6, 6]
     rates = group_learning_rates(model.optimizer)
     assert rates == pytest.approx({"backbone_sgd": 0.1 * 0.01, "head_sgd": 0.1 * 0.1}, abs=1e-9)
+
+
+def test_two_rate_adamw_steps_the_backbone_at_its_fraction_of_the_rate():
+    """Adam's first step moves every weight by the learning rate (m / sqrt(v) = sign(g)), so
+    after one step the backbone's weights moved 0.05 x as far as the head's."""
+    keras.utils.set_random_seed(0)
+    model, backbone = toy_model()
+    head = [v for v in model.trainable_variables if all(v is not b for b in backbone.trainable_variables)]
+    model.compile(
+        optimizer=warmup_cosine_adamw(
+            1e-2, 0.0, epochs=2, warmup_epochs=0, steps_per_epoch=5,
+            backbone_variables=backbone.trainable_variables, head_variables=head, backbone_lr_multiplier=0.05,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+    )
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    features = np.random.default_rng(0).normal(size=(8, model.input_shape[-1])).astype(np.float32)
+    model.train_on_batch(features, np.arange(8) % 3)
+    moved = {v.path: np.abs(v.numpy() - before[v.path]) for v in model.trainable_variables}
+    backbone_paths = {v.path for v in backbone.trainable_variables}
+    backbone_steps = np.concatenate([step.ravel() for path, step in moved.items() if path in backbone_paths])
+    head_steps = np.concatenate([step.ravel() for path, step in moved.items() if path not in backbone_paths])
+    assert np.median(backbone_steps[backbone_steps > 0]) == pytest.approx(5e-4, rel=0.02)
+    assert np.median(head_steps[head_steps > 0]) == pytest.approx(1e-2, rel=0.02)
+    cosine = 0.5 * (1 + math.cos(math.pi * 1 / 10))  # step 1 of 10, no warm-up
+    assert group_learning_rates(model.optimizer) == pytest.approx({"head_adamw": 1e-2 * cosine, "backbone_adamw": 5e-4 * cosine})
