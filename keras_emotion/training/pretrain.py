@@ -33,7 +33,6 @@ import time
 import zlib
 from typing import Iterator, Optional, Sequence
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -82,8 +81,7 @@ class PretrainConfig:
             (`<data_dir>/ferplus_labels.csv`; images without such votes keep the one-hot).
             0 (the default) ignores FER+.
         extra_data_dirs: more folders of class folders (`<dir>/<class>/<image>`, classes
-            matched to FER2013's by `emotions.match_class_names`), e.g. ExpW and SFEW; each
-            image's luma is histogram-equalised as FER2013's was. A fixed part of each
+            matched to FER2013's by `emotions.match_class_names`), e.g. ExpW and SFEW. A fixed part of each
             (`holdout_fraction`, chosen by a hash of the file name) is held out and scored
             after every epoch as `val_<folder name>_accuracy`; the rest is trained on.
         holdout_fraction: the part of each extra folder held out.
@@ -333,23 +331,14 @@ def is_held_out(path: str, fraction: float) -> bool:
     return zlib.crc32(os.path.basename(path).encode("utf8")) % 10_000 < fraction * 10_000
 
 
-def equalize_luma(images: np.ndarray) -> np.ndarray:
-    """Histogram-equalises the luma of uint8 (n, S, S, 3) RGB images (chroma kept), in place."""
-    for image in images:
-        ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
-        ycrcb[..., 0] = cv2.equalizeHist(ycrcb[..., 0])
-        image[...] = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
-    return images
-
-
 def load_extra_split(
     folder: str, class_names: Sequence[str], image_size: int, holdout_fraction: float,
     max_per_class: Optional[int] = None,
 ) -> tuple:
-    """An extra corpus of class folders, luma-equalised and split into (train, held_out) ImageSplits."""
+    """An extra corpus of class folders split into (train, held_out) ImageSplits."""
     paths, labels, _ = list_matched_images(folder, class_names, max_per_class)
     held_out = np.array([is_held_out(path, holdout_fraction) for path in paths])
-    images = equalize_luma(decode_images(paths, image_size))
+    images = decode_images(paths, image_size)
     return tuple(
         ImageSplit(images[part], labels[part], list(class_names), [path for path, kept in zip(paths, part) if kept])
         for part in (~held_out, held_out)

@@ -14,6 +14,7 @@ from skimage import data as skimage_data
 
 from keras_emotion.dlib_models import LANDMARKS_5, dlib_model_file
 from keras_emotion.models import ModelConfig, build_backbone, build_model
+from keras_emotion.models.backbones import EqualizedGray
 from keras_emotion.models.dlib_resnet import (
     ZeroPaddedAdd,
     build_dlib_resnet,
@@ -145,14 +146,36 @@ def test_too_small_inputs_and_unknown_outputs_are_refused():
         build_dlib_resnet(150, "stage512")
 
 
-def test_backbone_stage_maps_are_the_descriptor_networks(face_chips):
-    """The backbone's map is the map the full network computes on the way to the descriptor."""
+def test_backbone_is_the_descriptor_network_on_equalised_gray(face_chips):
+    """The backbone's map is the map the full network computes on the way to the descriptor,
+    from the frame turned gray and histogram-equalised (OpenCV as the reference)."""
     backbone = build_backbone("dlib_resnet_256", 150)
     full = build_dlib_resnet(150, "descriptor")
     inner = keras.Model(full.inputs, full.get_layer("stage256a_block3_relu2").output)
-    frames = face_chips[:2].astype(np.float32)
-    np.testing.assert_allclose(backbone.predict(frames, verbose=0), inner.predict(frames, verbose=0), atol=1e-5)
+    frames = face_chips[1:3]  # FER2013 faces: gray in three equal channels
+    equalised = np.stack([np.repeat(cv2.equalizeHist(frame[..., 0])[..., None], 3, axis=2) for frame in frames])
+    assert np.abs(equalised.astype(int) - frames).mean() > 1  # resized FER2013 faces are not equalised
+    np.testing.assert_allclose(
+        backbone.predict(frames.astype(np.float32), verbose=0),
+        inner.predict(equalised.astype(np.float32), verbose=0),
+        atol=1e-4,
+    )
     assert all(variable.path.startswith("backbone/") for variable in backbone.weights)
+
+
+def test_equalized_gray_matches_opencv(face_chips):
+    gray = face_chips[1:]
+    layer = EqualizedGray()
+    ours = keras.ops.convert_to_numpy(layer(gray.astype(np.float32)))
+    expected = np.stack([cv2.equalizeHist(frame[..., 0]) for frame in gray])
+    np.testing.assert_array_equal(ours, np.repeat(expected[..., None], 3, axis=-1))
+    # Colour: OpenCV's fixed-point luma rounds a few pixels to the next grey level.
+    colour = face_chips[:1]
+    ours = keras.ops.convert_to_numpy(layer(colour.astype(np.float32)))[0, ..., 0]
+    expected = cv2.equalizeHist(cv2.cvtColor(colour[0], cv2.COLOR_RGB2GRAY))
+    assert np.mean(ours != expected) < 0.005 and np.abs(ours - expected).max() <= 8
+    flat = np.full((1, 8, 8, 3), 77.0, np.float32)  # one level: kept, as OpenCV keeps it
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(flat)), flat)
 
 
 def test_fine_tuned_weights_load_into_either_cut(tmp_path):
