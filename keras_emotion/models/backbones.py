@@ -181,7 +181,8 @@ class EqualizedGray(keras.layers.Layer):
         flat = ops.reshape(gray, (count, pixels))
         # One histogram per image: image i counts its levels in bins 256 i .. 256 i + 255.
         offsets = ops.expand_dims(ops.arange(count, dtype="int32") * 256, 1)
-        histograms = ops.reshape(ops.bincount(ops.reshape(flat + offsets, (-1,)), minlength=count * 256), (count, 256))
+        bins = ops.reshape(flat + offsets, (-1,))
+        histograms = ops.reshape(ops.segment_sum(ops.ones_like(bins), bins, num_segments=count * 256), (count, 256))
         cdf = ops.cast(ops.cumsum(histograms, axis=1), "float32")
         darkest = ops.min(ops.where(histograms > 0, cdf, ops.cast(pixels, "float32")), axis=1, keepdims=True)
         spread = ops.cast(pixels, "float32") - darkest  # 0 for an image of one level

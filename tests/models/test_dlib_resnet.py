@@ -60,11 +60,13 @@ def test_port_reproduces_dlibs_face_descriptor(face_chips, dlib_descriptors):
 
 JAX_SCRIPT = """
 import json, sys, numpy as np
+from keras_emotion.models import build_backbone
 from keras_emotion.models.dlib_resnet import build_dlib_resnet
 import keras
-chips = np.load(sys.argv[1])
+chips = np.load(sys.argv[1]).astype("float32")
 print(json.dumps({"backend": keras.backend.backend(),
-                  "descriptors": build_dlib_resnet(150, "descriptor")(chips.astype("float32")).tolist()}))
+                  "descriptors": np.asarray(build_dlib_resnet(150, "descriptor")(chips)).tolist(),
+                  "maps": np.asarray(build_backbone("dlib_resnet", 150).predict(chips, verbose=0)).tolist()}))
 """
 
 
@@ -84,6 +86,8 @@ def test_port_runs_under_jax(face_chips, dlib_descriptors, tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == "jax"
     assert np.abs(np.asarray(report["descriptors"]) - dlib_descriptors[:2]).max() <= TOLERANCE
+    maps = build_backbone("dlib_resnet", 150).predict(face_chips[:2].astype(np.float32), verbose=0)
+    np.testing.assert_allclose(np.asarray(report["maps"]), maps, atol=1e-4)
 
 
 def test_reader_finds_the_whole_network():
