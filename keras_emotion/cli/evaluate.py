@@ -30,6 +30,12 @@ flags.DEFINE_string("data", None, "A TFRecord folder (read with --split) or a gl
 flags.DEFINE_string(
     "images", None, "A folder of class folders of still face images, <images>/<class>/<image> (instead of --data)."
 )
+flags.DEFINE_float(
+    "held_out_fraction",
+    None,
+    "With --images: only the images that backbone pre-training held out of this extra corpus "
+    "(its --holdout_fraction, e.g. 0.15 for ExpW and SFEW).",
+)
 flags.DEFINE_string("split", "val", "Split to evaluate when --data is a folder.")
 flags.DEFINE_string(
     "output_dir",
@@ -58,7 +64,9 @@ def main(argv):
     output_dir = FLAGS.output_dir or default_output_dir(FLAGS.model_dir, FLAGS.split, FLAGS.images)
     try:
         if FLAGS.images is not None:
-            report = evaluate_images_dir(FLAGS.model_dir, FLAGS.images, output_dir, FLAGS.batch_size)
+            report = evaluate_images_dir(
+                FLAGS.model_dir, FLAGS.images, output_dir, FLAGS.batch_size, held_out_fraction=FLAGS.held_out_fraction
+            )
         else:
             report = evaluate_model_dir(
                 FLAGS.model_dir,

@@ -50,7 +50,7 @@ from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, ce
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.models.info import Preprocessing
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
-from keras_emotion.training.pretrain import decode_image_batches, list_matched_images
+from keras_emotion.training.pretrain import decode_image_batches, is_held_out, list_matched_images
 from keras_emotion.training.task import TrainedModel, load_trained_model
 
 EVALUATION_FILE = "evaluation.json"
@@ -174,7 +174,9 @@ def evaluate(
     return clip_report(clips, trained.info.class_names, skipped, where)
 
 
-def evaluate_images(trained: TrainedModel, images: str, batch_size: int = 8) -> dict:
+def evaluate_images(
+    trained: TrainedModel, images: str, batch_size: int = 8, held_out_fraction: Optional[float] = None
+) -> dict:
     """Evaluates `trained` on the still images of a folder of class folders, each image a
     1-frame clip (`predict_images`).
 
@@ -183,6 +185,8 @@ def evaluate_images(trained: TrainedModel, images: str, batch_size: int = 8) -> 
         images: a folder `<images>/<class>/<image>` (FER2013 layout); folders are matched to the
             model's classes (`pretrain.list_matched_images`), the others skipped.
         batch_size: images per batch.
+        held_out_fraction: if set, only the images that backbone pre-training holds out of an
+            extra corpus with this `holdout_fraction` (`pretrain.is_held_out`).
 
     Returns:
         The report of `clip_report`, plus "images" (the folder); clip ids are the image paths
@@ -194,12 +198,17 @@ def evaluate_images(trained: TrainedModel, images: str, batch_size: int = 8) -> 
         ValueError: no class folder matches the model's classes.
     """
     paths, labels, skipped = list_matched_images(images, trained.info.class_names)
+    if held_out_fraction is not None:
+        kept = [index for index, path in enumerate(paths) if is_held_out(path, held_out_fraction)]
+        paths, labels = [paths[index] for index in kept], labels[kept]
     probabilities = predict_images(
         with_any_number_of_frames(trained.model), paths, trained.info.preprocessing, batch_size
     )
     clip_ids = [os.path.relpath(path, images) for path in paths]
     clips = ClipPredictions(clip_ids, labels.astype(np.int64), probabilities)
-    return clip_report(clips, trained.info.class_names, skipped, {"images": images})
+    return clip_report(
+        clips, trained.info.class_names, skipped, {"images": images, "held_out_fraction": held_out_fraction}
+    )
 
 
 def clip_report(clips: ClipPredictions, class_names, skipped_classes, where: dict) -> dict:
@@ -245,15 +254,21 @@ def evaluate_model_dir(
 
 
 def evaluate_images_dir(
-    model_dir: str, images: str, output_dir: str, batch_size: int = 8, title: Optional[str] = None
+    model_dir: str,
+    images: str,
+    output_dir: str,
+    batch_size: int = 8,
+    title: Optional[str] = None,
+    held_out_fraction: Optional[float] = None,
 ) -> dict:
     """Loads the trained model of `model_dir`, evaluates it on a folder of class folders of
-    images (see `evaluate_images`) and writes its report (`write_evaluation`).
+    images (see `evaluate_images`, also for `held_out_fraction`) and writes its report
+    (`write_evaluation`).
 
     Returns:
         The report, with "json" and "png" giving the paths written.
     """
-    report = evaluate_images(load_trained_model(model_dir), images, batch_size)
+    report = evaluate_images(load_trained_model(model_dir), images, batch_size, held_out_fraction)
     title = title if title is not None else f"images of {os.path.basename(os.path.normpath(images))}"
     return write_evaluation(report, model_dir, output_dir, title)
 

@@ -33,6 +33,7 @@ from keras_emotion.training.evaluation import (
     predict_clips,
     predict_images,
 )
+from keras_emotion.training.pretrain import is_held_out
 from keras_emotion.training.task import load_trained_model, save_trained_model, train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -333,3 +334,13 @@ def test_default_output_folders():
     assert default_output_dir("runs/trained", "val", "data/fer2013/test/") == os.path.join("runs/trained", "evaluation_test")
     assert default_output_dir(PRETRAINED_MODEL_DIR, "val", "data/fer2013/test") == "evaluation_test"
     assert default_output_dir(PRETRAINED_MODEL_DIR, "test", None) == "evaluation_test"
+
+
+def test_images_held_out_by_pretraining_are_the_only_ones_evaluated(three_class_dir, image_folder):
+    trained = load_trained_model(three_class_dir)
+    every = evaluate_images(trained, str(image_folder))
+    held_out = evaluate_images(trained, str(image_folder), held_out_fraction=0.5)
+    expected = [clip for clip in every["clips"] if is_held_out(clip["clip_id"], 0.5)]
+    assert 0 < len(expected) < len(every["clips"])  # the choice is not all or nothing here
+    assert [clip["clip_id"] for clip in held_out["clips"]] == [clip["clip_id"] for clip in expected]
+    assert held_out["held_out_fraction"] == 0.5 and held_out["num_examples"] == len(expected)
