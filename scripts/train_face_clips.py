@@ -42,6 +42,8 @@ flags.DEFINE_integer("ck48_repeats", FaceClipsConfig.ck48_repeats, "Times each C
 flags.DEFINE_integer("cached_views", FaceClipsConfig.cached_views,
                      "0: augment images every step; 1..4: train the head on cached backbone maps of that many fixed views.")
 flags.DEFINE_string("cache_dir", None, "Folder of the cached maps (default: <output_dir>/feature_cache).")
+flags.DEFINE_list("extra_image_dirs", [], "More class-folder corpora (ExpW, SFEW) as 1-frame clips, minus their held-out part.")
+flags.DEFINE_float("holdout_fraction", FaceClipsConfig.holdout_fraction, "Part of each extra corpus held out (as in pre-training).")
 flags.DEFINE_bool("cross_validate", False, "Run once per CK+48 subject fold, holding it out; summarise.")
 flags.mark_flags_as_required(["backbone_weights", "output_dir"])
 
@@ -67,6 +69,8 @@ def main(argv):
         ck48_repeats=FLAGS.ck48_repeats,
         cached_views=FLAGS.cached_views,
         cache_dir=FLAGS.cache_dir,
+        extra_image_dirs=tuple(FLAGS.extra_image_dirs),
+        holdout_fraction=FLAGS.holdout_fraction,
     )
     verbose = 1 if sys.stdout.isatty() else 2
     try:

@@ -62,7 +62,7 @@ from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger, read_history
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
-from keras_emotion.training.pretrain import augment, decode_images, list_matched_images
+from keras_emotion.training.pretrain import augment, decode_images, is_held_out, list_matched_images
 from keras_emotion.training.task import classification_loss, probabilities_model, save_float16_weights
 
 VIDEO_FRAMES = 16
@@ -107,6 +107,10 @@ class FaceClipsConfig:
             model is then assembled with the backbone and evaluated on the images.
         cache_dir: where the maps are kept between runs (`feature_cache`); None:
             `<output_dir>/feature_cache`.
+        extra_image_dirs: more folders of class folders trained on as 1-frame clips (e.g. the
+            in-the-wild ExpW and SFEW), minus the part backbone pre-training holds out of them
+            (`pretrain.is_held_out` with `holdout_fraction`), so that part stays unseen.
+        holdout_fraction: see `extra_image_dirs` (pre-training's `holdout_fraction`).
     """
 
     fer2013_dir: str
@@ -132,6 +136,8 @@ class FaceClipsConfig:
     max_per_class: Optional[int] = None
     cached_views: int = 0
     cache_dir: Optional[str] = None
+    extra_image_dirs: tuple = ()
+    holdout_fraction: float = 0.15
 
     def __post_init__(self):
         self.held_out_folds = tuple(sorted(set(self.held_out_folds)))
@@ -188,14 +194,22 @@ class FaceClips:
         return FaceClips(self.frames[frame_indices], starts, lengths, self.labels[clip_indices])
 
 
-def fer2013_clips(split_dir: str, image_size: int, max_per_class: Optional[int] = None) -> tuple:
-    """The images of a FER2013-layout split as 1-frame clips.
+def fer2013_clips(
+    split_dir: str, image_size: int, max_per_class: Optional[int] = None, held_out_fraction: Optional[float] = None
+) -> tuple:
+    """The images of a FER2013-layout split (a folder of class folders) as 1-frame clips.
+
+    Args:
+        held_out_fraction: if set, leave out the images `pretrain.is_held_out` holds out.
 
     Returns:
         (clips, skipped): FaceClips with labels in EMOTIONS order, and the class folders that
         match no emotion.
     """
     paths, labels, skipped = list_matched_images(split_dir, EMOTIONS, max_per_class)
+    if held_out_fraction is not None:
+        kept = [index for index, path in enumerate(paths) if not is_held_out(path, held_out_fraction)]
+        paths, labels = [paths[index] for index in kept], labels[kept]
     starts = np.arange(len(paths), dtype=np.int32)
     return FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels), skipped
 
@@ -349,6 +363,11 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         os.path.join(config.fer2013_dir, "train"), config.image_size, config.max_per_class
     )
     fer_val, _ = fer2013_clips(os.path.join(config.fer2013_dir, "validation"), config.image_size, config.max_per_class)
+    extra_sizes = {}
+    for folder in config.extra_image_dirs:
+        extra, _ = fer2013_clips(folder, config.image_size, config.max_per_class, config.holdout_fraction)
+        extra_sizes[os.path.basename(os.path.normpath(folder))] = len(extra)
+        fer_train = concatenate(fer_train, extra)
     ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
     held_out = np.isin(fold_of_clip, config.held_out_folds)
     ck48_test = ck48.subset(np.flatnonzero(held_out))
@@ -402,14 +421,14 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         dataset_manifest={
             "image_size": config.image_size,
             "preprocessing": {"alignment": dataclasses.asdict(SHIPPED_ALIGNMENT)},
-            "sources": ["FER2013 train", "CK+48"],
+            "sources": ["FER2013 train", "CK+48", *[f"{name} (held-out part excluded)" for name in extra_sizes]],
         },
         keras_version=keras.__version__,
     )
     save_float16_weights(model, config.output_dir, info)
     report = {
         "config": dataclasses.asdict(config),
-        "train_clips": {"fer2013": len(fer_train), "ck48": len(ck48_train)},
+        "train_clips": {"fer2013": len(fer_train) - sum(extra_sizes.values()), **extra_sizes, "ck48": len(ck48_train)},
         "skipped_classes": {"fer2013": fer_skipped, "ck48": ck48_skipped},
         "history": read_history(history_csv),
         "fer2013_validation": evaluate_clips(model, fer_val),

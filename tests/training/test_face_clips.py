@@ -11,6 +11,7 @@ import pytest
 from keras_emotion.data.emotions import EMOTIONS
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training import face_clips
+from keras_emotion.training.pretrain import is_held_out, list_matched_images
 from keras_emotion.training.task import load_trained_model
 
 SIZE = 32
@@ -124,17 +125,22 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
 
 
 def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_path, fer_dir, ck48_dir):
-    """The head trains on dlib ResNet maps of 2 views; the model written is the image model,
-    and its accuracy on the validation images is the one measured on their maps while training."""
+    """The head trains on dlib ResNet maps of 2 views (FER2013, CK+48 and the SFEW part that
+    pre-training does not hold out); the model written is the image model, and its accuracy on
+    the validation images is the one measured on their maps while training."""
+    sfew_dir = os.path.join(os.path.dirname(fer_dir), "sfew2")
     weights = str(tmp_path / "backbone.weights.h5")
     build_backbone("dlib_resnet", 64).save_weights(weights)
     config = face_clips.FaceClipsConfig(
         fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "out"),
         backbone="dlib_resnet", image_size=64, epochs=15, learning_rate=1e-2, batch_size=32, ck48_repeats=1,
         held_out_folds=[0],
-        max_per_class=40, cached_views=2,
+        max_per_class=40, cached_views=2, extra_image_dirs=(sfew_dir,),
     )
     report = face_clips.train_face_clips(config, verbose=0)
+    sfew_paths, _, _ = list_matched_images(sfew_dir, EMOTIONS, 40)
+    assert report["train_clips"]["sfew2"] == sum(not is_held_out(path, 0.15) for path in sfew_paths) > 200
+    assert report["train_clips"]["fer2013"] == 280
     assert sorted(os.listdir(os.path.join(config.output_dir, "feature_cache"))) == ["train", "validation"]
     best = max(float(record["val_accuracy"]) for record in report["history"])
     assert report["fer2013_validation"]["accuracy"] == pytest.approx(best, abs=1.5 / 280)
