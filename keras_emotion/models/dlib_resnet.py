@@ -171,7 +171,7 @@ def read_dat_file(path: str) -> DlibResnetWeights:
         if tag == _CONV_TAG:
             filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (reader.integer() for _ in range(7))
             inputs = (params.size - filters) // (filters * rows * cols)
-            if inputs * filters * rows * cols + filters != params.size or stride_x != stride_y:
+            if inputs * filters * rows * cols + filters != params.size or (stride_x, pad_x) != (stride_y, pad_y):
                 reader.fail(f"convolution of {params.size} parameters, {filters} {rows}x{cols} filters")
             weights = params[: -filters].reshape(filters, inputs, rows, cols)
             convs.append(DlibConv(weights.transpose(2, 3, 1, 0).copy(), params[-filters:].copy(), stride_y, pad_y))
@@ -354,10 +354,13 @@ def build_dlib_resnet(
     model = keras.Model(frames, x, name=name)
 
     for (conv, affine), dlib_conv, (gamma, beta) in zip(layers, weights.convs, weights.affines):
-        if (conv.kernel.shape, conv.strides[0]) != (dlib_conv.kernel.shape, dlib_conv.strides):
+        padding = 0 if conv.padding == "valid" else conv.kernel_size[0] // 2
+        expected = (tuple(conv.kernel.shape), conv.strides[0], padding)
+        found = (dlib_conv.kernel.shape, dlib_conv.strides, dlib_conv.padding)
+        if found != expected:
             raise ValueError(
-                f"{conv.name}: the .dat holds a {dlib_conv.kernel.shape} kernel at stride "
-                f"{dlib_conv.strides}; the port expects {tuple(conv.kernel.shape)} at stride {conv.strides[0]}"
+                f"{conv.name}: the .dat holds a {found[0]} kernel at stride {found[1]}, padding "
+                f"{found[2]}; the port expects {expected[0]} at stride {expected[1]}, padding {expected[2]}"
             )
         conv.set_weights([dlib_conv.kernel, dlib_conv.bias])
         affine.set_weights([gamma, beta])
