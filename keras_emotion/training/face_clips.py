@@ -306,7 +306,7 @@ def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsCo
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _feature_map_clips(config: FaceClipsConfig, backbone: keras.Model, *clip_sets: FaceClips) -> list:
+def _feature_map_clips(config: FaceClipsConfig, backbone: keras.Model, *clip_sets: FaceClips, verbose=0) -> list:
     """`clip_sets` with their frames replaced by the backbone's maps: the first set (the
     training images) in the first `config.cached_views` views, the others in view 0 only.
     The maps come from `feature_cache` folders under `config.cache_dir` ("train" for the first
@@ -320,7 +320,9 @@ def _feature_map_clips(config: FaceClipsConfig, backbone: keras.Model, *clip_set
         key = feature_cache.cache_key(
             config.backbone, backbone, frames, views, alignment=dataclasses.asdict(SHIPPED_ALIGNMENT)
         )
-        return feature_cache.load_or_compute(os.path.join(cache_dir, name), key, backbone, frames, views)
+        return feature_cache.load_or_compute(
+            os.path.join(cache_dir, name), key, backbone, frames, views, verbose=bool(verbose)
+        )
 
     train_maps = maps("train", train_frames, views)
     val_maps = maps("validation", fer_val.frames, views[:1])
@@ -376,7 +378,9 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
     model.get_layer(BACKBONE_NAME).trainable = False
     training_model = model
     if config.cached_views:
-        fer_train, fer_val_maps, ck48 = _feature_map_clips(config, model.get_layer(BACKBONE_NAME), fer_train, fer_val, ck48)
+        fer_train, fer_val_maps, ck48 = _feature_map_clips(
+            config, model.get_layer(BACKBONE_NAME), fer_train, fer_val, ck48, verbose=verbose
+        )
         training_model = build_model(
             dataclasses.replace(config.model_config(), backbone_weights=None),
             backbone=feature_map_backbone(fer_train.frames.shape[2:]),
@@ -420,7 +424,9 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         model_config=dataclasses.replace(config.model_config(), backbone_weights=None),
         dataset_manifest={
             "image_size": config.image_size,
-            "preprocessing": {"alignment": dataclasses.asdict(SHIPPED_ALIGNMENT)},
+            "preprocessing": {
+                "alignment": dataclasses.asdict(dataclasses.replace(SHIPPED_ALIGNMENT, output_size=config.image_size))
+            },
             "sources": ["FER2013 train", "CK+48", *[f"{name} (held-out part excluded)" for name in extra_sizes]],
         },
         keras_version=keras.__version__,

@@ -58,17 +58,27 @@ def view_frames(frames: np.ndarray, crop_fraction: float, mirrored: bool) -> np.
 
 
 def compute_feature_maps(
-    backbone: keras.Model, frames: np.ndarray, views: Sequence = VIEWS, batch_size: int = BATCH_SIZE
+    backbone: keras.Model,
+    frames: np.ndarray,
+    views: Sequence = VIEWS,
+    batch_size: int = BATCH_SIZE,
+    verbose: bool = False,
 ) -> np.ndarray:
-    """The backbone's maps of every view of every frame: uint8 (n, S, S, 3) -> float16 (n, V, h, w, D)."""
+    """The backbone's maps of every view of every frame: uint8 (n, S, S, 3) -> float16 (n, V, h, w, D).
+
+    `verbose`: show a progress bar over the frames (Keras' `Progbar`).
+    """
     _, height, width, depth = backbone.output_shape
     maps = np.empty((len(frames), len(views), height, width, depth), np.float16)
+    progress = keras.utils.Progbar(len(frames), unit_name="frame") if verbose else None
     for start in range(0, len(frames), batch_size):
         batch = frames[start : start + batch_size]
         for index, (crop_fraction, mirrored) in enumerate(views):
             maps[start : start + len(batch), index] = keras.ops.convert_to_numpy(
                 backbone(view_frames(batch, crop_fraction, mirrored), training=False)
             )
+        if progress is not None:
+            progress.add(len(batch))
     return maps
 
 
@@ -94,20 +104,26 @@ def cache_key(backbone_name: str, backbone: keras.Model, frames: np.ndarray, vie
 
 
 def load_or_compute(
-    cache_dir: Optional[str], key: dict, backbone: keras.Model, frames: np.ndarray, views: Sequence = VIEWS
+    cache_dir: Optional[str],
+    key: dict,
+    backbone: keras.Model,
+    frames: np.ndarray,
+    views: Sequence = VIEWS,
+    verbose: bool = False,
 ) -> np.ndarray:
     """The maps of `frames` (`compute_feature_maps`), read from `cache_dir` when it holds them.
 
     Args:
         cache_dir: the cache folder, or None (compute, store nothing).
         key: `cache_key(...)` of this backbone, data and views.
+        verbose: show the progress of computing the maps.
 
     Raises:
         ValueError: `cache_dir` holds maps made with another key; the message names the fields
             that differ, with both values.
     """
     if cache_dir is None:
-        return compute_feature_maps(backbone, frames, views)
+        return compute_feature_maps(backbone, frames, views, verbose=verbose)
     key_path, maps_path = os.path.join(cache_dir, KEY_FILE), os.path.join(cache_dir, MAPS_FILE)
     if os.path.exists(key_path) and os.path.exists(maps_path):
         cached = read_json(key_path)
@@ -122,7 +138,7 @@ def load_or_compute(
                 "use another cache folder or delete this one"
             )
         return np.load(maps_path)
-    maps = compute_feature_maps(backbone, frames, views)
+    maps = compute_feature_maps(backbone, frames, views, verbose=verbose)
     os.makedirs(cache_dir, exist_ok=True)
     with atomic_write(maps_path, keep_suffix=".npy") as temp:
         np.save(temp, maps)
