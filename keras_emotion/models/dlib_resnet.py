@@ -32,7 +32,7 @@ holds gamma then beta; the fully connected layer's (no bias) is (inputs, outputs
 from __future__ import annotations
 
 import dataclasses
-import functools
+import mmap
 import os
 from typing import Optional
 
@@ -100,9 +100,9 @@ def default_dat_file() -> str:
 
 
 class _Reader:
-    """Reads dlib's serialised integers and tensors from a bytes buffer."""
+    """Reads dlib's serialised integers and tensors from a bytes-like buffer (bytes, mmap)."""
 
-    def __init__(self, data: bytes, path: str):
+    def __init__(self, data, path: str):
         self.data = data
         self.path = path
         self.position = 0
@@ -133,7 +133,7 @@ class _Reader:
         end = self.position + 4 * count
         if end > len(self.data):
             self.fail(f"tensor of shape {shape} runs past the end of the file")
-        values = np.frombuffer(self.data, "<f4", count, self.position).astype(np.float32)
+        values = np.frombuffer(self.data, "<f4", count, self.position).astype(np.float32)  # a copy
         self.position = end
         return values.reshape(shape)
 
@@ -151,9 +151,11 @@ class _Reader:
         return tag
 
 
-@functools.lru_cache(maxsize=2)
 def read_dat_file(path: str) -> DlibResnetWeights:
     """Reads the parameters of dlib's face-recognition ResNet from its `.dat` file.
+
+    The file is memory-mapped and only the parameters are copied out (about 22 MB), so that
+    loading a model for prediction stays small.
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -161,8 +163,14 @@ def read_dat_file(path: str) -> DlibResnetWeights:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"dlib_resnet weights file {path} does not exist")
-    with open(path, "rb") as file:
-        reader = _Reader(file.read(), path)
+    if os.path.getsize(path) == 0:
+        _Reader(b"", path).fail("the file is empty")
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _read_network(_Reader(data, path))
+
+
+def _read_network(reader: "_Reader") -> DlibResnetWeights:
+    """The convolutions, affines and fully connected layer that `reader` finds, in file order."""
     convs, affines = [], []
     expected_convs = 1 + 2 * sum(1 + blocks for _, _, blocks, _ in STAGES)
     while len(convs) < expected_convs or len(affines) < expected_convs:

@@ -117,6 +117,10 @@ def test_reader_names_the_file_of_a_truncated_or_foreign_file(tmp_path):
         r"\['con_4', 'affine_', 'fc_2'\]\)",
     ):
         read_dat_file(str(foreign))
+    empty = tmp_path / "empty.dat"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{empty}: not dlib's face-recognition ResNet \(at byte 0: the file is empty\)"):
+        read_dat_file(str(empty))
     with pytest.raises(FileNotFoundError, match=f"dlib_resnet weights file {tmp_path / 'missing.dat'} does not exist"):
         read_dat_file(str(tmp_path / "missing.dat"))
 
