@@ -1,15 +1,21 @@
-"""Pre-trains a compact face backbone as a FER2013 expression classifier.
+"""Pre-trains or fine-tunes a frame backbone as a FER2013 expression classifier.
 
-No face-pretrained weights (VGG-Face, ImageNet) can be downloaded here, and the video model
-needs a CNN that already knows faces. This module trains one on FER2013's 48x48 gray faces:
+The video model needs a CNN that already knows faces. This module trains a compact one from
+scratch on FER2013's 48x48 gray faces, or fine-tunes dlib's face-recognition ResNet
+("dlib_resnet*", pre-trained on about 3 million faces) for expressions:
 
     <data_dir>/{train,validation}/<class>/*.jpg     classes = the train sub-folders, sorted
+    [+ extra_data_dirs/<class>/*: ExpW, SFEW; a     matched to those classes by name
+       hashed part of each held out]
       -> decode (gray -> 3 channels), resize        uint8 (n, S, S, 3), held in memory
+      -> targets                                    one-hot, or blended with the FER+ votes
       -> train: shuffle, batch, augment             random crop-zoom, shift, flip, brightness,
                                                     contrast: float32 (B, S, S, 3) in 0..255
-      -> backbone ("compact" or "compact_wide")     (B, S/16, S/16, D)
+      -> backbone                                   (B, h, w, D)
       -> global average -> dropout -> Dense(E)      logits (B, E)
-    loss: cross-entropy with label smoothing; AdamW, linear warm-up then cosine decay.
+    loss: cross-entropy with label smoothing; AdamW, linear warm-up then cosine decay, the
+    backbone at `backbone_lr_multiplier` x the classifier's rate. After each epoch FER2013
+    validation and each held-out part are scored, plain and averaged with the mirror image.
 
 Files under `output_dir`:
 
