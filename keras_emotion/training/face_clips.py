@@ -14,6 +14,10 @@ to that framing when the model predicts (`SHIPPED_ALIGNMENT`).
          -> augment each frame (pretrain.augment: zoom-crop, shift, flip, brightness, contrast)
       -> model {"frames": (B, F, S, S, 3), "frame_mask": (B, F)} -> p(c) (B, 7)
 
+With `cached_views`, the frozen backbone's maps of fixed views of every frame are computed once
+(`feature_cache`) and the head trains on them, each step drawing one view per clip instead of
+augmenting; the trained head is then put on the backbone and the image model is evaluated and saved.
+
 The backbone is frozen (trainable False, so its BatchNorm layers also run in inference mode);
 SA and the frame scores W_sm are
 trained with AdamW (warm-up, cosine decay) on the clip cross-entropy. The paper's backbone
@@ -56,9 +60,8 @@ from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.builder import BACKBONE_NAME, feature_map_backbone
-from keras_emotion.training import feature_cache
-from keras_emotion.training.feature_cache import VIEWS
 from keras_emotion.models.info import ModelInfo, Preprocessing
+from keras_emotion.training import feature_cache
 from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger, read_history
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
@@ -143,8 +146,8 @@ class FaceClipsConfig:
         self.held_out_folds = tuple(sorted(set(self.held_out_folds)))
         if any(not 0 <= fold < self.folds for fold in self.held_out_folds):
             raise ValueError(f"held_out_folds={self.held_out_folds}; folds are 0..{self.folds - 1}")
-        if not 0 <= self.cached_views <= len(VIEWS):
-            raise ValueError(f"cached_views={self.cached_views}; expected 0..{len(VIEWS)}")
+        if not 0 <= self.cached_views <= len(feature_cache.VIEWS):
+            raise ValueError(f"cached_views={self.cached_views}; expected 0..{len(feature_cache.VIEWS)}")
 
     def model_config(self) -> ModelConfig:
         """The video model: the backbone, SA (N heads), frame scores, TP; 7 classes."""
@@ -277,12 +280,12 @@ def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsCo
         indices = tf.data.Dataset.from_tensor_slices(order)
 
         def inputs_and_labels(batch, seed=None, num_frames=int(num_frames)):
-            if seed is not None and frames.shape.rank == 5:
+            if seed is not None and frames.shape.rank == 5:  # maps: a random fixed view per clip
                 views = tf.random.stateless_uniform(tf.shape(batch), seed, 0, frames.shape[1], tf.int64)
                 clip_frames = _gather_clips(frames, starts, num_frames, batch, views)
-                return {"frames": clip_frames, "frame_mask": tf.ones(tf.shape(clip_frames)[:2])}, tf.gather(labels, batch)
-            clip_frames = _gather_clips(frames, starts, num_frames, batch)
-            if seed is not None:
+            else:
+                clip_frames = _gather_clips(frames, starts, num_frames, batch)
+            if seed is not None and frames.shape.rank == 4:  # images: augmented
                 shape = tf.shape(clip_frames)
                 flat = tf.reshape(clip_frames, tf.concat([[-1], shape[2:]], 0))
                 clip_frames = tf.reshape(augment(flat, seed, config), shape)
@@ -314,7 +317,7 @@ def _feature_map_clips(config: FaceClipsConfig, backbone: keras.Model, *clip_set
     cache_dir = config.cache_dir or os.path.join(config.output_dir, FEATURE_CACHE_DIR)
     fer_train, fer_val, ck48 = clip_sets
     train_frames = np.concatenate([fer_train.frames, ck48.frames])
-    views = VIEWS[: config.cached_views]
+    views = feature_cache.VIEWS[: config.cached_views]
 
     def maps(name, frames, views):
         key = feature_cache.cache_key(
