@@ -47,6 +47,7 @@ from keras_emotion.data.emotions import canonical_emotion, match_class_names
 from keras_emotion.data.video import InputError
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 from keras_emotion.models.backbones import build_backbone
+from keras_emotion.models.builder import backbone_variables, head_variables
 from keras_emotion.training.callbacks import EpochBackup
 from keras_emotion.training.optimizers import group_learning_rates, warmup_cosine_adamw
 
@@ -657,8 +658,8 @@ def pretrain(
             config.epochs,
             config.warmup_epochs,
             steps_per_epoch,
-            backbone_variables=backbone.trainable_variables,
-            head_variables=[v for v in classifier.trainable_variables if not any(v is b for b in backbone.trainable_variables)],
+            backbone_variables=backbone_variables(classifier),
+            head_variables=head_variables(classifier),
             backbone_lr_multiplier=config.backbone_lr_multiplier,
         ),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
