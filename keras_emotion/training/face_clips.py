@@ -65,7 +65,7 @@ from keras_emotion.training import feature_cache
 from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger, read_history
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
-from keras_emotion.training.pretrain import augment, decode_images, is_held_out, list_matched_images
+from keras_emotion.training.pretrain import augment, decode_images, held_out_part, list_matched_images
 from keras_emotion.training.task import classification_loss, probabilities_model, save_float16_weights
 
 VIDEO_FRAMES = 16
@@ -203,7 +203,7 @@ def fer2013_clips(
     """The images of a FER2013-layout split (a folder of class folders) as 1-frame clips.
 
     Args:
-        held_out_fraction: if set, leave out the images `pretrain.is_held_out` holds out.
+        held_out_fraction: if set, leave out the images `pretrain.held_out_part` holds out.
 
     Returns:
         (clips, skipped): FaceClips with labels in EMOTIONS order, and the class folders that
@@ -211,8 +211,7 @@ def fer2013_clips(
     """
     paths, labels, skipped = list_matched_images(split_dir, EMOTIONS, max_per_class)
     if held_out_fraction is not None:
-        kept = [index for index, path in enumerate(paths) if not is_held_out(path, held_out_fraction)]
-        paths, labels = [paths[index] for index in kept], labels[kept]
+        paths, labels = held_out_part(paths, labels, held_out_fraction, held_out=False)
     starts = np.arange(len(paths), dtype=np.int32)
     return FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels), skipped
 

@@ -43,15 +43,12 @@ BATCH_SIZE = 128
 def view_frames(frames: np.ndarray, crop_fraction: float, mirrored: bool) -> np.ndarray:
     """One view of uint8 (n, S, S, 3) frames: float32 (n, S, S, 3) 0..255, the centred square of
     side crop_fraction x S resized back to S (bilinear), mirrored left-right if asked."""
-    images = tf.convert_to_tensor(frames)
+    images = tf.cast(tf.convert_to_tensor(frames), tf.float32)
     if crop_fraction < 1.0:
         margin = (1.0 - crop_fraction) / 2.0
         boxes = tf.constant([[margin, margin, 1.0 - margin, 1.0 - margin]], tf.float32)
         count, size = tf.shape(images)[0], tf.shape(images)[1]
-        images = tf.image.crop_and_resize(
-            tf.cast(images, tf.float32), tf.repeat(boxes, count, axis=0), tf.range(count), tf.stack([size, size])
-        )
-    images = tf.cast(images, tf.float32)
+        images = tf.image.crop_and_resize(images, tf.repeat(boxes, count, axis=0), tf.range(count), tf.stack([size, size]))
     if mirrored:
         images = images[:, :, ::-1]
     return images.numpy()

@@ -338,17 +338,24 @@ def is_held_out(path: str, fraction: float) -> bool:
     return zlib.crc32(os.path.basename(path).encode("utf8")) % 10_000 < fraction * 10_000
 
 
+def held_out_part(paths: Sequence[str], labels: np.ndarray, fraction: float, held_out: bool = True) -> tuple:
+    """(paths, labels) of the images `is_held_out` holds out (`held_out` True) or trains on."""
+    keep = np.array([is_held_out(path, fraction) == held_out for path in paths], bool)
+    return [path for path, kept in zip(paths, keep) if kept], labels[keep]
+
+
 def load_extra_split(
     folder: str, class_names: Sequence[str], image_size: int, holdout_fraction: float,
     max_per_class: Optional[int] = None,
 ) -> tuple:
     """An extra corpus of class folders split into (train, held_out) ImageSplits."""
     paths, labels, _ = list_matched_images(folder, class_names, max_per_class)
-    held_out = np.array([is_held_out(path, holdout_fraction) for path in paths])
-    images = decode_images(paths, image_size)
     return tuple(
-        ImageSplit(images[part], labels[part], list(class_names), [path for path, kept in zip(paths, part) if kept])
-        for part in (~held_out, held_out)
+        ImageSplit(decode_images(part_paths, image_size), part_labels, list(class_names), part_paths)
+        for part_paths, part_labels in (
+            held_out_part(paths, labels, holdout_fraction, held_out=False),
+            held_out_part(paths, labels, holdout_fraction, held_out=True),
+        )
     )
 
 
