@@ -1,17 +1,24 @@
 """Runs the paper's ablation tables by k-fold cross-validation over subjects (see
 keras_emotion.training.ablation).
 
-    python scripts/ablation.py --tfrecords tfrecords/ck48 --output_dir runs/ablation
-    python scripts/ablation.py --dataset ck48 --input ../shared/data/ck48/CK+48 \
-        --rows no_sa,tp_sa --max_folds 2 --seeds 1 --epochs 5     # a quick partial table
+    python scripts/ablation.py                         # both tables on CK+48 from cached maps
+    python scripts/ablation.py --rows tp,tp_sa --max_folds 2 --seeds 1   # a quick partial table
+    python scripts/ablation.py --tfrecords tfrecords/ck48 --output_dir runs/ablation_images \
+        --backbone compact --image_size 64                      # end to end from images
+    python scripts/ablation.py --dataset ck48 --input ../shared/data/ck48/CK+48 ...
 
-With --dataset/--input the corpus is first preprocessed into <output_dir>/tfrecords (resumable).
-Rerunning the same command skips finished runs. Writes <output_dir>/ablation.md.
+By default the heads train on the shipped model's frozen backbone maps of CK+48 (`--ck48_dir`,
+`--backbone_model`, `--cached_views`). With --tfrecords (or --dataset/--input, preprocessed
+first into <output_dir>/tfrecords, resumable) every run trains end to end from the images.
+Rerunning the same command skips finished runs. Writes <output_dir>/results.md, results.json
+and results.png.
 """
 
+import functools
 import os
 import signal
 import sys
+from typing import Optional
 
 from absl import app, flags
 
@@ -20,10 +27,18 @@ from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.preprocess import PreprocessConfig, preprocess_corpus
 from keras_emotion.files import OutputDirInUseError, OutputDirLock
 from keras_emotion.models.config import BACKBONES
+from keras_emotion.training import feature_cache
 from keras_emotion.training.ablation import ROW_NAMES, AblationConfig, run_ablation
 
+SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("tfrecords", None, "A preprocessed corpus folder; all its clips are split into folds.")
+flags.DEFINE_string(
+    "ck48_dir", os.path.join(SHARED_DATA, "ck48", "CK+48"), "CK+48 folder of the cached-maps route (the default)."
+)
+flags.DEFINE_string("backbone_model", None, "Trained-model folder whose frozen backbone makes the maps (default: the shipped model).")
+flags.DEFINE_integer("cached_views", len(feature_cache.VIEWS), "Fixed views of each frame cached (frame, mirror, 0.9 zoom, its mirror).")
+flags.DEFINE_string("tfrecords", None, "Train end to end from this preprocessed corpus folder; all its clips are split into folds.")
 flags.DEFINE_enum("dataset", None, DATASET_KINDS, "Preprocess this corpus layout first (with --input).")
 flags.DEFINE_string("input", None, "Corpus folder to preprocess (with --dataset).")
 flags.DEFINE_integer("workers", os.cpu_count() or 1, "Preprocessing worker processes.")
@@ -35,9 +50,9 @@ flags.DEFINE_integer("max_folds", None, "Run only the first folds, for a quick t
 flags.DEFINE_integer("seeds", 3, "Runs per fold and row (seeds 0 .. seeds-1).")
 flags.DEFINE_integer("split_seed", 0, "Seed of the assignment of subjects to folds.")
 flags.DEFINE_integer("epochs", 30, "Training epochs per run.")
-flags.DEFINE_enum("backbone", "compact", BACKBONES, "Frame backbone.")
-flags.DEFINE_string("backbone_weights", None, "Backbone weights file (e.g. runs/pretrain/.../backbone.weights.h5).")
-flags.DEFINE_integer("image_size", 64, "Side of the face crop fed to the backbone (multiple of 16).")
+flags.DEFINE_enum("backbone", "compact", BACKBONES, "Frame backbone (end to end from images).")
+flags.DEFINE_string("backbone_weights", None, "Backbone weights file (end to end from images).")
+flags.DEFINE_integer("image_size", 64, "Side of the face crop fed to the backbone (end to end from images).")
 flags.DEFINE_integer("num_frames", 3, "Frames sampled per clip in training (CK+48 clips have 3).")
 flags.DEFINE_integer("batch_size", 8, "Clips per training step.")
 flags.DEFINE_float("backbone_lr", AblationConfig.backbone_lr, "Initial learning rate of the backbone (raise it for a backbone without pretrained weights).")
@@ -45,10 +60,12 @@ flags.DEFINE_float("head_lr", AblationConfig.head_lr, "Initial learning rate of 
 flags.DEFINE_bool("keep_models", False, "Keep every run's trained model (several MB each).")
 
 
-def _tfrecords() -> str:
-    """--tfrecords, or the folder --dataset/--input are preprocessed into."""
-    if (FLAGS.tfrecords is None) == (FLAGS.dataset is None):
+def _tfrecords() -> Optional[str]:
+    """--tfrecords, the folder --dataset/--input are preprocessed into, or None (cache route)."""
+    if FLAGS.tfrecords is not None and FLAGS.dataset is not None:
         raise app.UsageError("give --tfrecords, or --dataset with --input, not both")
+    if FLAGS.tfrecords is None and FLAGS.dataset is None:
+        return None
     if FLAGS.tfrecords is not None:
         return FLAGS.tfrecords
     if FLAGS.input is None:
@@ -75,11 +92,15 @@ def main(argv):
 
 
 def _run() -> str:
-    """Preprocesses if asked, runs the ablation; returns the path of ablation.md."""
+    """Preprocesses if asked, runs the ablation; returns the path of results.md."""
     try:
+        tfrecords = _tfrecords()
         config = AblationConfig(
-            tfrecords=_tfrecords(),
+            tfrecords=tfrecords,
             output_dir=FLAGS.output_dir,
+            ck48_dir=None if tfrecords else FLAGS.ck48_dir,
+            backbone_model=FLAGS.backbone_model,
+            cached_views=FLAGS.cached_views,
             rows=FLAGS.rows,
             folds=FLAGS.folds,
             max_folds=FLAGS.max_folds,
@@ -97,7 +118,7 @@ def _run() -> str:
         )
     except ValueError as error:  # InputError included: a bad --input, --rows or --folds
         raise app.UsageError(str(error)) from None
-    return run_ablation(config)
+    return run_ablation(config, log=functools.partial(print, flush=True))  # progress shows in a log file too
 
 
 if __name__ == "__main__":

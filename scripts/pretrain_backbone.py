@@ -36,6 +36,7 @@ flags.DEFINE_float("weight_decay", PretrainConfig.weight_decay, "Decoupled AdamW
 flags.DEFINE_float("ferplus_weight", 0.0, "Blend of the FER+ vote distribution into the FER2013 targets (0..1).")
 flags.DEFINE_list("extra_data_dirs", [], "More class-folder corpora to train on (e.g. ExpW, SFEW); part held out.")
 flags.DEFINE_float("backbone_lr_multiplier", 1.0, "Backbone learning rate / classifier learning rate (0.02 for dlib_resnet).")
+flags.DEFINE_string("initial_weights", None, "Backbone weights to start from (continue an earlier run's fine-tuning).")
 flags.DEFINE_float("holdout_fraction", PretrainConfig.holdout_fraction, "Part of each extra corpus held out.")
 
 
@@ -56,6 +57,7 @@ def main(argv):
         extra_data_dirs=tuple(FLAGS.extra_data_dirs),
         holdout_fraction=FLAGS.holdout_fraction,
         backbone_lr_multiplier=FLAGS.backbone_lr_multiplier,
+        initial_weights=FLAGS.initial_weights,
     )
     try:
         result = pretrain(config, verbose=1 if sys.stdout.isatty() else 2)

@@ -6,35 +6,51 @@ Rows (`ABLATION_ROWS`):
         no_sa               mean of the regions
         shift_2c            SHIFT attention clusters, 2 clusters
         sa_{1,2,4}h_p{0,0.1,1}   structured self-attention, N heads, penalty coefficient
-    Table 2, temporal aggregation (no SA unless named):
-        lstm, avg, tp, tp_sa (TP + SA with 2 heads, penalty 1)
+    Table 2, temporal aggregation, each without SA (mean of the regions) and with SA (2
+    heads, penalty 1): lstm, lstm_sa, avg, avg_sa, max, max_sa, tp, tp_sa
 
 Rows with the same model ("no_sa" and "tp"; "sa_2h_p1" and "tp_sa") share their runs.
 
+Two routes to the same runs and tables:
+
+    from the cache (`ck48_dir`, the default of scripts/ablation.py): CK+48 face crops as they
+        are (the shipped model's framing), a frozen backbone (that of a trained model, by
+        default the shipped one) run ONCE on `cached_views` fixed views of every frame
+        (`feature_cache`, under <output_dir>/feature_cache); every run trains only the head on
+        those maps (a random view per clip and step) and is evaluated on view 0 (the frames
+        themselves). A run takes seconds: the 10 folds x 3 seeds of both tables fit in minutes.
+    from images (`tfrecords`): any preprocessed corpus, end to end (`task.train`: the backbone
+        trains at `backbone_lr`, the frames are sampled and augmented by tf.data every step).
+
+Both train with the paper's recipe (`TrainConfig`: SGD, momentum 0.9, weight decay 5e-5,
+SGDR; `epochs` must end an SGDR cycle) and evaluate every frame of each held-out clip.
+
 Layout under `AblationConfig.output_dir`:
 
-    folds/fold{i}/val-00000.tfrecord     the clips of fold i (whole subjects, `split_by_subject`)
-    folds/fold{i}/train-{j:05d}.tfrecord hard links to the other folds' val shards
-    folds/fold{i}/manifest.json          the corpus manifest plus the fold ("fold", "folds")
-    folds/assignment.json                written last: folds, split seed, fold of every clip
-    runs/<variant>/fold{i}-seed{s}/      one training run (train_config.json, history.csv, ...)
-    runs/<variant>/fold{i}-seed{s}/metrics.json   config + evaluation of the run, written last
-    ablation.md                          the tables: mean ± std over the runs of each row
-    ablation.json                        the same numbers
+    folds/assignment.json                the split (written last): its source, folds, split seed
+    folds/fold{i}/...                    images route: the TFRecords of fold i (below)
+    feature_cache/                       cache route: the backbone maps (`feature_cache`)
+    runs/<variant>/fold{i}-seed{s}/metrics.json   config + evaluation of one run, written last
+    results.md                           the tables: mean ± std over the runs of each row, and
+                                         paired differences of the paper's claims
+    results.json                         the same numbers
+    results.png                          every row's accuracy and UAR, bars with ± std
 
-The corpus is read once and its records copied, unchanged, into one shard per fold; each fold's
-train split is the other folds' shards, so nothing is decoded or written again per fold.
-A run trains on the train split of its fold without validation (the held-out fold must not
-choose the epoch: the weights of the best training accuracy are kept) and is evaluated on ALL
-frames of every held-out clip (`evaluation.evaluate`). A run whose metrics.json exists is
-skipped, so an interrupted ablation resumes (an interrupted run resumes from its backup).
+Images route: the corpus is read once and its records copied, unchanged, into one shard per
+fold (`folds/fold{i}/val-00000.tfrecord`); each fold's train split is hard links to the other
+folds' shards, with a manifest.json of the fold. A run trains without validation (the
+held-out fold must not choose the epoch: the weights of the best training accuracy are kept)
+and is evaluated with `evaluation.evaluate`. Cache route: the weights of the last epoch (the
+end of the last SGDR cycle) are evaluated.
+
+A run whose metrics.json exists is skipped, so an interrupted ablation resumes (an
+interrupted images-route run resumes from its backup; a cache-route run, seconds long, reruns).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -46,18 +62,34 @@ import tensorflow as tf
 
 from keras_emotion.data import schema
 from keras_emotion.data.datasets import ClipSource, split_by_subject
+from keras_emotion.data.emotions import EMOTIONS
 from keras_emotion.data.metadata import class_names_by_label, manifest_path, read_labels, read_manifest
-from keras_emotion.files import atomic_write, temp_path, write_json_atomically
+from keras_emotion.files import atomic_write, read_json, temp_path, write_json_atomically
+from keras_emotion.models.builder import BACKBONE_NAME, build_model, feature_map_backbone, head_variables
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
+from keras_emotion.training import feature_cache
 from keras_emotion.training.config import TrainConfig, sgdr_epochs_problem, train_config
 from keras_emotion.training.evaluation import evaluate
+from keras_emotion.training.face_clips import SHIPPED_ALIGNMENT, FaceClips, ck48_clips, clip_dataset, evaluate_clips
 from keras_emotion.training.metrics import save_report_json
-from keras_emotion.training.task import BEST_WEIGHTS_FILE, load_trained_model, train
+from keras_emotion.training.optimizers import two_rate_sgd
+from keras_emotion.training.task import (
+    BEST_WEIGHTS_FILE,
+    classification_loss,
+    load_trained_model,
+    probabilities_model,
+    train,
+)
 
 ASSIGNMENT_FILE = "assignment.json"
 METRICS_FILE = "metrics.json"
-TABLE_FILE = "ablation.md"
-SUMMARY_FILE = "ablation.json"
+TABLE_FILE = "results.md"
+SUMMARY_FILE = "results.json"
+PLOT_FILE = "results.png"
+FEATURE_CACHE_DIR = "feature_cache"
 PAPER_COLUMN = "paper AFEW val acc %"
+PAPER_CLAIMS = (("tp_sa", "tp"), ("tp", "avg"), ("tp", "lstm"), ("tp", "max"))
+"""Pairs (a, b) of rows for which the paper reports a > b; `results.md` gives their paired differences."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,15 +139,19 @@ def _table_1() -> list:
     return rows
 
 
-ABLATION_ROWS = tuple(
-    _table_1()
-    + [
-        AblationRow("lstm", 2, "LSTM", "none", "lstm", paper_accuracy=46.2),
-        AblationRow("avg", 2, "AVG", "none", "avg", paper_accuracy=46.0),
-        AblationRow("tp", 2, "TP", "none", "tp", paper_accuracy=46.4),
-        AblationRow("tp_sa", 2, "TP + SA (2 heads, penalty 1)", "sa", "tp", 2, 1.0, paper_accuracy=49.0),
-    ]
-)
+def _table_2() -> list:
+    """Each temporal pooling without SA (mean of the regions) and with SA (2 heads, penalty 1)."""
+    paper = {"lstm": 46.2, "avg": 46.0, "tp": 46.4, "tp_sa": 49.0}
+    rows = []
+    for temporal, title in (("lstm", "LSTM"), ("avg", "AVG"), ("max", "MAX"), ("tp", "TP")):
+        rows.append(AblationRow(temporal, 2, title, "none", temporal, paper_accuracy=paper.get(temporal)))
+        name = f"{temporal}_sa"
+        description = f"{title} + SA (2 heads, penalty 1)"
+        rows.append(AblationRow(name, 2, description, "sa", temporal, 2, 1.0, paper_accuracy=paper.get(name)))
+    return rows
+
+
+ABLATION_ROWS = tuple(_table_1() + _table_2())
 ROW_NAMES = tuple(row.name for row in ABLATION_ROWS)
 
 
@@ -134,24 +170,36 @@ class AblationConfig:
     """What `run_ablation` runs.
 
     Attributes:
-        tfrecords: a preprocessed corpus folder (shards of any splits, manifest.json): all its
-            clips are split into folds.
-        output_dir: folder of the folds, runs and tables.
+        tfrecords: images route: a preprocessed corpus folder (shards of any splits,
+            manifest.json), all its clips split into folds. None for the cache route.
+        output_dir: folder of the folds, cache, runs and tables.
+        ck48_dir: cache route: the CK+48 folder (`<class>/S###_###_########.png`; the
+            contempt class, which EMOTIONS lacks, is left out). None for the images route.
+        backbone_model: cache route: a trained-model directory whose frozen backbone (name,
+            image size, weights) makes the maps; None: the shipped model's.
+        cached_views: cache route: the first V views of `feature_cache.VIEWS` (the frame, its
+            mirror, a 0.9 zoom and its mirror) stand in for augmentation.
         rows: names of the rows to run (None: all of ABLATION_ROWS).
         folds: k of the k-fold split by subject.
         max_folds: run only the first folds (None: all k) for a quick table.
         seeds: runs per fold and row, with seeds 0 .. seeds-1 (initialisation and sampling).
         split_seed: seed of the assignment of subjects to folds.
-        epochs: training epochs of a run; it must end at the end of an SGDR cycle of
-            TrainConfig's default restarts (at most 10, or 30, 70, ...).
-        backbone, backbone_weights, image_size, num_frames, attention_units: the model.
+        epochs: training epochs of a run (one epoch: one pass over the fold's training clips);
+            it must end at the end of an SGDR cycle of TrainConfig's default restarts (at
+            most 10, or 30, 70, ...).
+        backbone, backbone_weights, image_size: images route: the backbone.
+        num_frames: frames per clip in training (CK+48 clips have 3).
+        attention_units: U, hidden size of SA's scoring MLP.
         batch_size: clips per training step.
         backbone_lr, head_lr: initial learning rates of backbone and head.
-        keep_models: keep each run's trained model and checkpoint (several MB per run).
+        keep_models: images route: keep each run's trained model and checkpoint (several MB per run).
     """
 
-    tfrecords: str
+    tfrecords: Optional[str]
     output_dir: str
+    ck48_dir: Optional[str] = None
+    backbone_model: Optional[str] = None
+    cached_views: int = len(feature_cache.VIEWS)
     rows: Optional[Sequence[str]] = None
     folds: int = 10
     max_folds: Optional[int] = None
@@ -170,6 +218,13 @@ class AblationConfig:
 
     def __post_init__(self):
         select_rows(self.rows)
+        if (self.tfrecords is None) == (self.ck48_dir is None):
+            raise ValueError(
+                "AblationConfig: give tfrecords (train end to end from images) or ck48_dir "
+                "(train heads on cached backbone maps), not both"
+            )
+        if not 1 <= self.cached_views <= len(feature_cache.VIEWS):
+            raise ValueError(f"AblationConfig.cached_views={self.cached_views}; expected 1..{len(feature_cache.VIEWS)}")
         if self.folds < 2:
             raise ValueError(f"AblationConfig.folds={self.folds}; need at least 2")
         if self.max_folds is not None and not 1 <= self.max_folds <= self.folds:
@@ -185,8 +240,31 @@ class AblationConfig:
             raise ValueError(f"AblationConfig.{problem}")
 
     @property
+    def from_cache(self) -> bool:
+        return self.ck48_dir is not None
+
+    @property
     def fold_indices(self) -> range:
         return range(self.max_folds or self.folds)
+
+
+@dataclasses.dataclass
+class CachedFolds:
+    """The cache route's data: every clip's backbone maps and fold.
+
+    Attributes:
+        clips: FaceClips whose frames are float16 maps (n_frames, V, h, w, D), labels in EMOTIONS.
+        fold_of_clip: int (N,) the subject-wise fold of each clip.
+        backbone: the name of the backbone that made the maps.
+        image_size: the side of the frames it was given.
+        cache_dir: the folder of the maps.
+    """
+
+    clips: FaceClips
+    fold_of_clip: np.ndarray
+    backbone: str
+    image_size: int
+    cache_dir: str
 
 
 def read_clips(tfrecords: str) -> tuple:
@@ -233,17 +311,9 @@ def write_folds(tfrecords: str, output_dir: str, folds: int, split_seed: int = 0
             fold would get no clip (fewer subjects than folds).
     """
     folds_root = os.path.join(output_dir, "folds")
-    assignment_path = os.path.join(folds_root, ASSIGNMENT_FILE)
     wanted = {"tfrecords": os.path.abspath(tfrecords), "folds": folds, "split_seed": split_seed}
-    if os.path.isfile(assignment_path):
-        with open(assignment_path) as file:
-            assignment = json.load(file)
-        found = {key: assignment[key] for key in wanted}
-        if found != wanted:
-            raise ValueError(
-                f"{assignment_path}: the folds there were made with {found}, not {wanted}; "
-                "use another output folder"
-            )
+    assignment = read_assignment(output_dir, wanted)
+    if assignment is not None:
         return assignment
     shutil.rmtree(folds_root, ignore_errors=True)  # what an interrupted split left
 
@@ -290,25 +360,79 @@ def write_folds(tfrecords: str, output_dir: str, folds: int, split_seed: int = 0
         }
         write_json_atomically(manifest_path(fold_dir(output_dir, fold)), fold_manifest)
     assignment = {**wanted, "class_names": class_names, "clips": fold_of_clip, "subjects": subject_folds}
-    write_json_atomically(assignment_path, assignment)
+    write_json_atomically(os.path.join(folds_root, ASSIGNMENT_FILE), assignment)
     return assignment
+
+
+def read_assignment(output_dir: str, wanted: dict) -> Optional[dict]:
+    """The split recorded in `<output_dir>/folds/assignment.json`, or None if there is none.
+
+    Raises:
+        ValueError: the recorded split was made from other data, folds or split seed than
+            `wanted` (its runs must not be mixed with this one's), naming the file and both.
+    """
+    assignment_path = os.path.join(output_dir, "folds", ASSIGNMENT_FILE)
+    if not os.path.isfile(assignment_path):
+        return None
+    assignment = read_json(assignment_path)
+    found = {key: assignment.get(key) for key in wanted}
+    if found != wanted:
+        raise ValueError(
+            f"{assignment_path}: the folds there were made with {found}, not {wanted}; use another output folder"
+        )
+    return assignment
+
+
+def cached_folds(config: AblationConfig, verbose: bool = False) -> CachedFolds:
+    """The cache route's clips, their folds and their maps, computed once (see the module doc).
+
+    The maps live in `<output_dir>/feature_cache` (`feature_cache.load_or_compute`: a cache of
+    another backbone, data, views or alignment is refused); the split is recorded in
+    `folds/assignment.json` (another split there is refused, `read_assignment`).
+    """
+    trained = load_trained_model(config.backbone_model or PRETRAINED_MODEL_DIR)
+    backbone = trained.model.get_layer(BACKBONE_NAME)
+    backbone_name, image_size = trained.info.model_config.backbone, trained.info.preprocessing.image_size
+    clips, fold_of_clip, _ = ck48_clips(config.ck48_dir, image_size, config.folds, config.split_seed)
+    wanted = {"ck48_dir": os.path.abspath(config.ck48_dir), "folds": config.folds, "split_seed": config.split_seed}
+    if read_assignment(config.output_dir, wanted) is None:
+        sizes = np.bincount(fold_of_clip, minlength=config.folds)
+        assignment = {**wanted, "class_names": list(EMOTIONS), "clips_per_fold": sizes.tolist()}
+        write_json_atomically(os.path.join(config.output_dir, "folds", ASSIGNMENT_FILE), assignment)
+    views = feature_cache.VIEWS[: config.cached_views]
+    alignment = dataclasses.asdict(SHIPPED_ALIGNMENT)
+    key = feature_cache.cache_key(backbone_name, backbone, clips.frames, views, alignment=alignment)
+    cache_dir = os.path.join(config.output_dir, FEATURE_CACHE_DIR)
+    maps = feature_cache.load_or_compute(cache_dir, key, backbone, clips.frames, views, verbose=verbose)
+    return CachedFolds(dataclasses.replace(clips, frames=maps), fold_of_clip, backbone_name, image_size, cache_dir)
 
 
 def run_dir(output_dir: str, row: AblationRow, fold: int, seed: int) -> str:
     return os.path.join(output_dir, "runs", row.variant, f"fold{fold}-seed{seed}")
 
 
-def make_train_config(config: AblationConfig, row: AblationRow, fold: int, seed: int, num_classes: int) -> TrainConfig:
-    """The TrainConfig of one run: the fold's train split, no validation, the row's model."""
+def make_train_config(
+    config: AblationConfig,
+    row: AblationRow,
+    fold: int,
+    seed: int,
+    num_classes: int,
+    cached: Optional[CachedFolds] = None,
+) -> TrainConfig:
+    """The TrainConfig of one run: the row's model, no validation; images route: the fold's
+    train split and `config`'s backbone; cache route (`cached`): the maps' backbone, the
+    cache as data."""
+    if cached is None:
+        data = {"train_dir": fold_dir(config.output_dir, fold), "backbone": config.backbone}
+        data.update(backbone_weights=config.backbone_weights, image_size=config.image_size)
+    else:
+        data = {"train_dir": cached.cache_dir, "backbone": cached.backbone, "image_size": cached.image_size}
     return train_config(
-        train_dir=fold_dir(config.output_dir, fold),
+        **data,
         val_split="",
         num_classes=num_classes,
         num_frames=config.num_frames,
-        image_size=config.image_size,
         batch_size=config.batch_size,
-        backbone=config.backbone,
-        backbone_weights=config.backbone_weights,
         attention_units=config.attention_units,
         **row.model_options(),
         epochs=config.epochs,
@@ -319,24 +443,69 @@ def make_train_config(config: AblationConfig, row: AblationRow, fold: int, seed:
     )
 
 
-def run_one(config: AblationConfig, row: AblationRow, fold: int, seed: int, num_classes: int) -> dict:
+def train_head_on_maps(config: TrainConfig, clips: FaceClips) -> tuple:
+    """Trains the head of `config.model` on clips of backbone maps with `config`'s optimizer
+    (`two_rate_sgd`; SGDR over `config.epochs` passes of `len(clips) // batch size` steps).
+
+    Args:
+        config: the run (`make_train_config` with `cached`).
+        clips: FaceClips of maps (n_frames, V, h, w, D); each step draws one view per clip.
+
+    Returns:
+        (model, history): the `build_model` model on a `feature_map_backbone`, with the
+        weights of the last epoch, and the `fit` history.
+    """
+    batch_size = config.train_data.global_batch_size
+    steps_per_epoch = max(1, len(clips) // batch_size)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.model, backbone=feature_map_backbone(clips.frames.shape[2:]))
+    training_model = probabilities_model(model)
+    training_model.compile(
+        optimizer=two_rate_sgd(config, [], head_variables(model), steps_per_epoch),
+        loss=classification_loss(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_epoch,  # one call per epoch: the steps are tiny
+    )
+    history = training_model.fit(
+        clip_dataset(clips, batch_size, seed=config.seed),
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # clip_dataset shuffles
+        verbose=0,
+    )
+    return model, history
+
+
+def run_one(
+    config: AblationConfig,
+    row: AblationRow,
+    fold: int,
+    seed: int,
+    num_classes: int,
+    cached: Optional[CachedFolds] = None,
+) -> dict:
     """Trains and evaluates one run, unless its metrics.json exists; returns its metrics.
 
     metrics.json: "variant", "fold", "seed", "train_config", "train_seconds",
-    "evaluate_seconds", "epochs_run" and "evaluation" (`evaluation.evaluate`'s report on the
-    fold's held-out clips, every frame).
+    "evaluate_seconds", "epochs_run" and "evaluation" (a `metrics.classification_report` of the
+    fold's held-out clips, every frame; images route: `evaluation.evaluate`'s, with each clip).
     """
     directory = run_dir(config.output_dir, row, fold, seed)
     metrics_path = os.path.join(directory, METRICS_FILE)
     if os.path.isfile(metrics_path):
-        with open(metrics_path) as file:
-            return json.load(file)
-    train_config = make_train_config(config, row, fold, seed, num_classes)
+        return read_json(metrics_path)
+    train_config = make_train_config(config, row, fold, seed, num_classes, cached)
     started = time.perf_counter()
-    _, history = train(train_config, verbose=0)
-    trained_seconds = time.perf_counter() - started
-    trained_dir = os.path.join(directory, "trained")
-    report = evaluate(load_trained_model(trained_dir), fold_dir(config.output_dir, fold), "val", config.batch_size)
+    if cached is None:
+        _, history = train(train_config, verbose=0)
+        trained_seconds = time.perf_counter() - started
+        trained = load_trained_model(os.path.join(directory, "trained"))
+        report = evaluate(trained, fold_dir(config.output_dir, fold), "val", config.batch_size)
+    else:
+        held_out = cached.fold_of_clip == fold
+        model, history = train_head_on_maps(train_config, cached.clips.subset(np.flatnonzero(~held_out)))
+        trained_seconds = time.perf_counter() - started
+        report = evaluate_clips(model, cached.clips.subset(np.flatnonzero(held_out)))
     metrics = {
         "variant": row.variant,
         "fold": fold,
@@ -348,8 +517,8 @@ def run_one(config: AblationConfig, row: AblationRow, fold: int, seed: int, num_
         "evaluation": report,
     }
     save_report_json(metrics, metrics_path)
-    if not config.keep_models:
-        shutil.rmtree(trained_dir)
+    if cached is None and not config.keep_models:
+        shutil.rmtree(os.path.join(directory, "trained"))
         shutil.rmtree(os.path.join(directory, os.path.dirname(BEST_WEIGHTS_FILE)))
     keras.backend.clear_session()
     return metrics
@@ -379,18 +548,75 @@ def summarize_rows(config: AblationConfig, metrics_by_variant: dict) -> list:
     return summaries
 
 
-def markdown_tables(config: AblationConfig, summaries: list) -> str:
-    """The markdown of the tables: one per paper table, with a header giving the setup."""
+def paired_differences(config: AblationConfig, metrics_by_variant: dict) -> list:
+    """For each claim (a, b) of PAPER_CLAIMS whose rows both ran: the accuracy of a minus that
+    of b over the runs both have (same fold and seed, so the same held-out clips).
+
+    Returns:
+        [{"better", "worse", "pairs", "mean", "std", "standard_error", "wins", "verdict"}]:
+        differences in percentage points; verdict "holds" when the mean exceeds 2 standard
+        errors, "reversed" when it is below -2, else "within the spread".
+    """
+    rows = {row.name: row for row in select_rows(config.rows)}
+    comparisons = []
+    for better, worse in PAPER_CLAIMS:
+        if better not in rows or worse not in rows:
+            continue
+        runs = [
+            {(run["fold"], run["seed"]): 100.0 * run["evaluation"]["accuracy"] for run in metrics_by_variant.get(rows[name].variant, [])}
+            for name in (better, worse)
+        ]
+        pairs = sorted(set(runs[0]) & set(runs[1]))
+        if len(pairs) < 2:
+            continue
+        differences = np.array([runs[0][pair] - runs[1][pair] for pair in pairs])
+        mean, std = float(differences.mean()), float(differences.std(ddof=1))
+        standard_error = std / np.sqrt(len(differences))
+        verdict = "holds" if mean > 2 * standard_error else "reversed" if mean < -2 * standard_error else "within the spread"
+        comparisons.append(
+            {
+                "better": better,
+                "worse": worse,
+                "pairs": len(pairs),
+                "mean": mean,
+                "std": std,
+                "standard_error": float(standard_error),
+                "wins": int(np.sum(differences > 0)),
+                "losses": int(np.sum(differences < 0)),
+                "verdict": verdict,
+            }
+        )
+    return comparisons
+
+
+def markdown_tables(config: AblationConfig, summaries: list, comparisons: Sequence[dict] = ()) -> str:
+    """The markdown of the tables: one per paper table, with a header giving the setup, then
+    the paired differences of the paper's claims (`paired_differences`)."""
+    if config.from_cache:
+        setup = (
+            f"Data: CK+48 `{config.ck48_dir}` (face crops as they are; contempt left out), "
+            f"{config.folds}-fold cross-validation by subject ({len(config.fold_indices)} fold(s) run), "
+            f"{config.seeds} seed(s). Frozen backbone: that of `{config.backbone_model or 'the shipped model'}`, "
+            f"its maps of {config.cached_views} fixed view(s) of each frame computed once (`feature_cache`); "
+            f"each run trains the head for {config.epochs} epochs (SGD, momentum 0.9, weight decay 5e-5, "
+            f"SGDR, lr {config.head_lr:g}, batch {config.batch_size}) and keeps its last epoch. "
+            "CK+48 clips are 3 frames long (neutral to peak), so temporal pooling has little to choose "
+            "from here: Table 2 mostly measures the frame model, and the temporal claims need long "
+            "real sequences, which this project does not have."
+        )
+    else:
+        setup = (
+            f"Data: `{config.tfrecords}`, {config.folds}-fold cross-validation by subject "
+            f"({len(config.fold_indices)} fold(s) run), {config.seeds} seed(s); backbone {config.backbone}"
+            f"{f' ({config.backbone_weights})' if config.backbone_weights else ''}, {config.image_size} px, "
+            f"{config.num_frames} frames, {config.epochs} epochs, trained end to end."
+        )
     lines = [
         "# Ablation",
         "",
-        f"Data: `{config.tfrecords}`, {config.folds}-fold cross-validation by subject "
-        f"({len(config.fold_indices)} fold(s) run), {config.seeds} seed(s); backbone {config.backbone}"
-        f"{f' ({config.backbone_weights})' if config.backbone_weights else ''}, {config.image_size} px, "
-        f"{config.num_frames} frames, {config.epochs} epochs. Each cell: mean ± std over the runs "
-        "(folds x seeds) of the held-out fold's accuracy / unweighted average recall, in %, "
-        f"evaluated on all frames of each clip. The paper's figures are on AFEW "
-        "(VGG-Face backbone), not on this data.",
+        setup + " Each cell: mean ± std over the runs (folds x seeds) of the held-out fold's accuracy "
+        "/ unweighted average recall, in %, evaluated on all frames of each clip. The paper's figures "
+        "are on AFEW (VGG-Face backbone), not on this data.",
     ]
     titles = {1: "Table 1: spatial aggregation (temporal softmax pooling)", 2: "Table 2: temporal aggregation"}
     for table, title in titles.items():
@@ -409,40 +635,94 @@ def markdown_tables(config: AblationConfig, summaries: list) -> str:
                 "-" if summary["paper_accuracy"] is None else f"{summary['paper_accuracy']:.1f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    if comparisons:
+        lines += [
+            "",
+            "## The paper's claims, run by run",
+            "",
+            "Accuracy of the first row minus the second's on the same held-out fold and seed, in points: "
+            "mean ± std over the pairs, standard error, runs won/lost; the claim holds beyond the spread "
+            "when the mean exceeds 2 standard errors.",
+            "",
+            "| claim | pairs | difference | standard error | won/lost | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for comparison in comparisons:
+            lines.append(
+                f"| {comparison['better']} > {comparison['worse']} | {comparison['pairs']} | "
+                f"{comparison['mean']:+.1f} ± {comparison['std']:.1f} | {comparison['standard_error']:.1f} | "
+                f"{comparison['wins']}/{comparison['losses']} | {comparison['verdict']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
+def plot_results(summaries: list, path: str, title: str = "") -> str:
+    """A PNG of every row's accuracy and UAR, mean with ± std error bars, rows top to bottom in
+    table order. Written atomically; returns `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    done = [summary for summary in summaries if summary["runs"]]
+    figure = Figure(figsize=(8, 0.35 * len(done) + 1.5), dpi=100)
+    axes = figure.add_subplot()
+    positions = np.arange(len(done))
+    for offset, key, label in ((-0.2, "accuracy", "accuracy"), (0.2, "uar", "UAR")):
+        means = [summary[f"{key}_mean"] for summary in done]
+        stds = [summary[f"{key}_std"] for summary in done]
+        axes.barh(positions + offset, means, height=0.4, xerr=stds, capsize=2, label=label)
+    axes.set_yticks(positions, [f"{summary['name']} (T{summary['table']})" for summary in done])
+    axes.invert_yaxis()
+    axes.set_xlabel("% on held-out subjects (mean ± std over folds x seeds)")
+    low = min(summary["uar_mean"] - summary["uar_std"] for summary in done) if done else 0
+    axes.set_xlim(max(0.0, 10 * np.floor(low / 10) - 10), 100)
+    axes.legend(loc="lower right")
+    axes.set_title(title)
+    figure.tight_layout()
+    with atomic_write(path, keep_suffix=".png") as temp:
+        FigureCanvasAgg(figure).print_png(temp)
+    return path
+
+
 def run_ablation(config: AblationConfig, log: Callable[[str], None] = print) -> str:
-    """Writes the folds, runs every missing run (fold by fold, so that a partial ablation
-    covers every row) and writes ablation.md and ablation.json.
+    """Writes the folds (images route) or the cached maps (cache route), runs every missing run
+    (fold by fold, so that a partial ablation covers every row) and writes results.md,
+    results.json and results.png.
 
     Returns:
-        The path of ablation.md.
+        The path of results.md.
     """
-    assignment = write_folds(config.tfrecords, config.output_dir, config.folds, config.split_seed)
-    num_classes = len(assignment["class_names"])
+    cached = None
+    if config.from_cache:
+        cached = cached_folds(config, verbose=True)
+        num_classes = len(EMOTIONS)
+    else:
+        num_classes = len(write_folds(config.tfrecords, config.output_dir, config.folds, config.split_seed)["class_names"])
     variants = {row.variant: row for row in select_rows(config.rows)}
     metrics_by_variant = collections.defaultdict(list)
     total = len(config.fold_indices) * config.seeds * len(variants)
     done = 0
+    started = time.perf_counter()
     for fold in config.fold_indices:
         for seed in range(config.seeds):
             for variant, row in variants.items():
-                metrics = run_one(config, row, fold, seed, num_classes)
+                metrics = run_one(config, row, fold, seed, num_classes, cached)
                 metrics_by_variant[variant].append(metrics)
                 done += 1
                 log(
-                    f"[{done}/{total}] {variant} fold {fold} seed {seed}: accuracy "
-                    f"{100 * metrics['evaluation']['accuracy']:.1f}% "
-                    f"(train {metrics['train_seconds']:.0f} s, evaluate {metrics['evaluate_seconds']:.0f} s)"
+                    f"[{done}/{total}, {time.perf_counter() - started:.0f} s] {variant} fold {fold} seed {seed}: "
+                    f"accuracy {100 * metrics['evaluation']['accuracy']:.1f}% "
+                    f"(train {metrics['train_seconds']:.1f} s, evaluate {metrics['evaluate_seconds']:.1f} s)"
                 )
     summaries = summarize_rows(config, metrics_by_variant)
+    comparisons = paired_differences(config, metrics_by_variant)
     write_json_atomically(
-        os.path.join(config.output_dir, SUMMARY_FILE), {"config": dataclasses.asdict(config), "rows": summaries}
+        os.path.join(config.output_dir, SUMMARY_FILE),
+        {"config": dataclasses.asdict(config), "rows": summaries, "paired_differences": comparisons},
     )
+    plot_results(summaries, os.path.join(config.output_dir, PLOT_FILE), "Ablation: held-out subjects")
     table_path = os.path.join(config.output_dir, TABLE_FILE)
     with atomic_write(table_path) as temp, open(temp, "w", encoding="utf-8") as file:
-        file.write(markdown_tables(config, summaries))
+        file.write(markdown_tables(config, summaries, comparisons))
     return table_path
 
 

@@ -260,17 +260,21 @@ def _gather_clips(frames, starts, num_frames: int, clip_indices, views=None):
     return tf.cast(tf.gather(frames, frame_indices), tf.float32)
 
 
-def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsConfig] = None, repeats=None):
+def clip_dataset(clips: FaceClips, batch_size: int, seed: Optional[int] = None, augmentation=None, repeats=None):
     """Batches ({"frames": (B, F, S, S, 3) float32 0..255, "frame_mask": (B, F)}, labels (B,)).
 
     Every batch holds clips of one length F, so a 1-frame FER2013 clip costs one backbone
     pass, not three.
-    Training (`config` given): endless, shuffled, augmented, clip i appearing `repeats[i]`
-    times a pass, batches of each length drawn in proportion to their clips. Evaluation
-    (`config` None): one pass, clips grouped by length, no augmentation.
+    Training (`seed` given): endless, shuffled, augmented (`pretrain.augment` with the settings
+    of `augmentation`, e.g. a FaceClipsConfig), clip i appearing `repeats[i]` times a pass,
+    batches of each length drawn in proportion to their clips. Evaluation (`seed` None): one
+    pass, clips grouped by length, no augmentation.
     Clips of backbone maps (`FaceClips.frames` (n, V, h, w, D)) give "frames" (B, F, h, w, D):
-    training draws a view per clip instead of augmenting; evaluation takes view 0.
+    training draws a view per clip instead of augmenting (no `augmentation` needed);
+    evaluation takes view 0.
     """
+    if seed is not None and clips.frames.ndim == 4 and augmentation is None:
+        raise ValueError("clip_dataset: training on images needs the augmentation settings")
     frames, starts, labels = tf.constant(clips.frames), tf.constant(clips.starts), tf.constant(clips.labels)
     repeats = np.ones(len(clips), np.int64) if repeats is None else np.asarray(repeats)
     by_length, weights = [], []
@@ -278,33 +282,33 @@ def clip_dataset(clips: FaceClips, batch_size: int, config: Optional[FaceClipsCo
         order = np.repeat(np.flatnonzero(clips.lengths == num_frames), repeats[clips.lengths == num_frames])
         indices = tf.data.Dataset.from_tensor_slices(order)
 
-        def inputs_and_labels(batch, seed=None, num_frames=int(num_frames)):
-            if seed is not None and frames.shape.rank == 5:  # maps: a random fixed view per clip
-                views = tf.random.stateless_uniform(tf.shape(batch), seed, 0, frames.shape[1], tf.int64)
+        def inputs_and_labels(batch, step_seed=None, num_frames=int(num_frames)):
+            if step_seed is not None and frames.shape.rank == 5:  # maps: a random fixed view per clip
+                views = tf.random.stateless_uniform(tf.shape(batch), step_seed, 0, frames.shape[1], tf.int64)
                 clip_frames = _gather_clips(frames, starts, num_frames, batch, views)
             else:
                 clip_frames = _gather_clips(frames, starts, num_frames, batch)
-            if seed is not None and frames.shape.rank == 4:  # images: augmented
+            if step_seed is not None and frames.shape.rank == 4:  # images: augmented
                 shape = tf.shape(clip_frames)
                 flat = tf.reshape(clip_frames, tf.concat([[-1], shape[2:]], 0))
-                clip_frames = tf.reshape(augment(flat, seed, config), shape)
+                clip_frames = tf.reshape(augment(flat, step_seed, augmentation), shape)
             mask = tf.ones(tf.shape(clip_frames)[:2], tf.float32)
             return {"frames": clip_frames, "frame_mask": mask}, tf.gather(labels, batch)
 
-        if config is None:
+        if seed is None:
             by_length.append(indices.batch(batch_size).map(inputs_and_labels))
             continue
-        seeds = tf.data.Dataset.random(seed=config.seed + int(num_frames)).batch(2)
-        batches = indices.shuffle(len(order), seed=config.seed).repeat().batch(batch_size, drop_remainder=True)
-        by_length.append(tf.data.Dataset.zip(batches, seeds).map(inputs_and_labels, num_parallel_calls=tf.data.AUTOTUNE))
+        step_seeds = tf.data.Dataset.random(seed=seed + int(num_frames)).batch(2)
+        batches = indices.shuffle(len(order), seed=seed).repeat().batch(batch_size, drop_remainder=True)
+        by_length.append(tf.data.Dataset.zip(batches, step_seeds).map(inputs_and_labels, num_parallel_calls=tf.data.AUTOTUNE))
         weights.append(len(order))
-    if config is None:
+    if seed is None:
         dataset = by_length[0]
         for other in by_length[1:]:
             dataset = dataset.concatenate(other)
     else:
         weights = np.asarray(weights, np.float64) / np.sum(weights)
-        dataset = tf.data.Dataset.sample_from_datasets(by_length, weights.tolist(), seed=config.seed)
+        dataset = tf.data.Dataset.sample_from_datasets(by_length, weights.tolist(), seed=seed)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -404,7 +408,7 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
     best_weights = os.path.join(config.output_dir, BEST_WEIGHTS_FILE)
     history_csv = os.path.join(config.output_dir, HISTORY_FILE)
     trainable.fit(
-        clip_dataset(train_clips, config.batch_size, config, repeats),
+        clip_dataset(train_clips, config.batch_size, config.seed, config, repeats),
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=clip_dataset(fer_val_maps, 256),

@@ -94,6 +94,9 @@ class PretrainConfig:
         holdout_fraction: the part of each extra folder held out.
         backbone_lr_multiplier: the backbone's learning rate is this times `learning_rate`
             (the classifier's); below 1 for a pre-trained backbone (dlib_resnet: 0.02).
+        initial_weights: a backbone weights file (e.g. an earlier run's `weights_file`) the
+            backbone starts from, to continue fine-tuning with a new schedule; None: the
+            backbone's own initialisation (dlib's weights for dlib_resnet*).
     """
 
     data_dir: str
@@ -116,6 +119,7 @@ class PretrainConfig:
     extra_data_dirs: tuple = ()
     holdout_fraction: float = 0.15
     backbone_lr_multiplier: float = 1.0
+    initial_weights: Optional[str] = None
 
     @property
     def weights_file(self) -> str:
@@ -656,7 +660,7 @@ def pretrain(
         earlier_history = read_json(report_path).get("history", [])
 
     keras.utils.set_random_seed(config.seed)
-    backbone = build_backbone(config.backbone, config.image_size)
+    backbone = build_backbone(config.backbone, config.image_size, config.initial_weights)
     classifier = build_classifier(backbone, len(train_split.class_names), config.dropout)
     classifier.compile(
         optimizer=warmup_cosine_adamw(

@@ -1,5 +1,6 @@
 """The ablation: its grid of rows, folds split by subject, a tiny run and its resumption."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -13,6 +14,10 @@ import tensorflow as tf
 
 from keras_emotion.data import schema
 from keras_emotion.data.integrity import verify_shards
+from keras_emotion.models import build_model
+from keras_emotion.models.builder import BACKBONE_NAME
+from keras_emotion.pretrained import load_pretrained
+from keras_emotion.training import ablation, face_clips
 from keras_emotion.training.ablation import (
     ABLATION_ROWS,
     METRICS_FILE,
@@ -33,11 +38,14 @@ def test_the_grid_has_the_rows_of_both_tables():
     table_1 = [row.name for row in ABLATION_ROWS if row.table == 1]
     table_2 = [row.name for row in ABLATION_ROWS if row.table == 2]
     assert table_1 == ["no_sa", "shift_2c"] + [f"sa_{h}h_p{p}" for h in (1, 2, 4) for p in ("0", "0.1", "1")]
-    assert table_2 == ["lstm", "avg", "tp", "tp_sa"]
+    assert table_2 == ["lstm", "lstm_sa", "avg", "avg_sa", "max", "max_sa", "tp", "tp_sa"]
     by_name = {row.name: row for row in ABLATION_ROWS}
     assert {name: by_name[name].paper_accuracy for name in table_2} == {
-        "lstm": 46.2, "avg": 46.0, "tp": 46.4, "tp_sa": 49.0
+        "lstm": 46.2, "lstm_sa": None, "avg": 46.0, "avg_sa": None, "max": None, "max_sa": None, "tp": 46.4,
+        "tp_sa": 49.0,
     }
+    for name in ("lstm_sa", "avg_sa", "max_sa", "tp_sa"):
+        assert (by_name[name].spatial, by_name[name].num_heads, by_name[name].penalty) == ("sa", 2, 1.0)
     assert all(by_name[name].paper_accuracy is None for name in table_1)
     # Equal models share their runs; all others differ.
     assert by_name["no_sa"].variant == by_name["tp"].variant
@@ -45,7 +53,7 @@ def test_the_grid_has_the_rows_of_both_tables():
     assert len({row.variant for row in ABLATION_ROWS}) == len(ABLATION_ROWS) - 2
     expected = {
         "shift_2c": ("shift", "tp", 2), "sa_4h_p0.1": ("sa", "tp", 4), "lstm": ("none", "lstm", 1),
-        "avg": ("none", "avg", 1), "tp_sa": ("sa", "tp", 2),
+        "avg": ("none", "avg", 1), "max": ("none", "max", 1), "tp_sa": ("sa", "tp", 2),
     }
     for name, (spatial, temporal, heads) in expected.items():
         config = train_config(train_dir="folds", num_classes=7, backbone="vgg16", **by_name[name].model_options()).model
@@ -164,3 +172,133 @@ def test_a_tiny_ablation_writes_the_table_and_resumes(ck48_raw_tfrecords, tmp_pa
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(path.stat().st_mtime_ns for path in tmp_path.glob(f"runs/*/*/{METRICS_FILE}")) == stamps
     assert "| tp_sa | TP + SA (2 heads, penalty 1) | 2/2 |" in result.stdout
+
+
+def test_a_config_takes_images_or_the_cache_not_both():
+    message = (
+        "AblationConfig: give tfrecords (train end to end from images) or ck48_dir "
+        "(train heads on cached backbone maps), not both"
+    )
+    for tfrecords, ck48_dir in ((None, None), ("tfrecords", "ck48")):
+        with pytest.raises(ValueError) as error:
+            AblationConfig(tfrecords, "out", ck48_dir=ck48_dir)
+        assert str(error.value) == message
+    with pytest.raises(ValueError, match=r"^AblationConfig.cached_views=5; expected 1..4$"):
+        AblationConfig(None, "out", ck48_dir="ck48", cached_views=5)
+
+
+def _run_metrics(run_id, accuracy):
+    fold, seed = run_id
+    return {"fold": fold, "seed": seed, "evaluation": {"accuracy": accuracy}}
+
+
+def test_paired_differences_match_numpy_and_name_the_verdict():
+    rng = np.random.default_rng(0)
+    pairs = [(fold, seed) for fold in range(4) for seed in range(2)]
+    by_name = {row.name: row for row in ABLATION_ROWS}
+    tp = rng.uniform(0.5, 0.9, len(pairs))
+    accuracies = {"tp_sa": tp + 0.05 + rng.normal(0, 0.01, len(pairs)), "tp": tp,
+                  "avg": tp + rng.normal(0, 0.05, len(pairs)), "lstm": tp + 0.2}
+    metrics_by_variant = {
+        by_name[name].variant: [_run_metrics(pair, value) for pair, value in zip(pairs, values)]
+        for name, values in accuracies.items()
+    }
+    metrics_by_variant[by_name["lstm"].variant].pop()  # a run not done yet: 7 pairs
+    config = AblationConfig(None, "out", ck48_dir="ck48", rows=["tp_sa", "tp", "avg", "lstm", "max"])
+    comparisons = {(c["better"], c["worse"]): c for c in ablation.paired_differences(config, metrics_by_variant)}
+    assert sorted(comparisons) == [("tp", "avg"), ("tp", "lstm"), ("tp_sa", "tp")]  # no max runs
+    for (better, worse), comparison in comparisons.items():
+        count = 7 if worse == "lstm" else 8
+        differences = 100 * (accuracies[better][:count] - accuracies[worse][:count])
+        assert comparison["pairs"] == count
+        assert comparison["mean"] == pytest.approx(differences.mean())
+        assert comparison["std"] == pytest.approx(differences.std(ddof=1))
+        assert comparison["standard_error"] == pytest.approx(differences.std(ddof=1) / np.sqrt(count))
+        assert comparison["wins"] == np.sum(differences > 0)
+    assert comparisons[("tp_sa", "tp")]["verdict"] == "holds"
+    assert comparisons[("tp", "lstm")]["verdict"] == "reversed"
+    assert comparisons[("tp", "avg")]["verdict"] == "within the spread"
+
+
+@pytest.fixture(scope="module")
+def cached_ablation(ck48_dir, tmp_path_factory):
+    """Rows tp and tp_sa on 2 of 10 CK+48 folds, 1 seed, 10 epochs, from the shipped backbone's
+    maps of 2 views."""
+    config = AblationConfig(
+        None, str(tmp_path_factory.mktemp("cached_ablation")), ck48_dir=ck48_dir, cached_views=2,
+        rows=["tp", "tp_sa"], max_folds=2, seeds=1, epochs=10,
+    )
+    lines = []
+    table_path = run_ablation(config, log=lines.append)
+    return config, table_path, lines
+
+
+def test_heads_on_cached_maps_learn_unseen_subjects_and_write_the_tables(cached_ablation):
+    config, table_path, lines = cached_ablation
+    assert len(lines) == 4 and lines[0].startswith("[1/4, ")
+    output = pathlib.Path(config.output_dir)
+    assert sorted(os.listdir(output / ablation.FEATURE_CACHE_DIR)) == ["key.json", "maps.npy"]
+    key = json.loads((output / ablation.FEATURE_CACHE_DIR / "key.json").read_text())
+    assert key["backbone"] == "dlib_resnet_256" and key["views"] == [[1.0, False], [1.0, True]]
+    assert key["alignment"]["eye_level"] == 0.38
+    table = pathlib.Path(table_path).read_text()
+    summary = json.loads((output / ablation.SUMMARY_FILE).read_text())
+    for row in summary["rows"]:
+        runs = [json.loads((pathlib.Path(run_dir(config.output_dir, select_rows([row["name"]])[0], fold, 0))
+                            / METRICS_FILE).read_text()) for fold in (0, 1)]
+        accuracies = [100 * run["evaluation"]["accuracy"] for run in runs]
+        assert row["accuracy_mean"] == pytest.approx(np.mean(accuracies))
+        assert min(accuracies) > 60  # 7 classes: chance is 14%
+        assert all(run["train_config"]["model"]["backbone"] == "dlib_resnet_256" for run in runs)
+        assert all(run["epochs_run"] == 10 for run in runs)
+        line = next(line for line in table.splitlines() if line.startswith(f"| {row['name']} |"))
+        assert f"| 2/2 | {np.mean(accuracies):.1f} ± {np.std(accuracies, ddof=1):.1f} |" in line
+    assert "CK+48 clips are 3 frames long" in table
+    assert "| tp_sa > tp | 2 |" in table
+    png = (output / ablation.PLOT_FILE).read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_the_cached_head_on_the_backbone_scores_the_held_out_images_alike(cached_ablation):
+    """A head trained on maps, put on the backbone, classifies the fold's images as it
+    classified their maps."""
+    config, _, _ = cached_ablation
+    cached = ablation.cached_folds(config)
+    row = select_rows(["tp_sa"])[0]
+    train_config = ablation.make_train_config(config, row, 0, 0, 7, cached)
+    train_config = dataclasses.replace(train_config, epochs=2)
+    held_out = np.flatnonzero(cached.fold_of_clip == 0)
+    model, _ = ablation.train_head_on_maps(train_config, cached.clips.subset(np.flatnonzero(cached.fold_of_clip != 0)))
+    from_maps = face_clips.evaluate_clips(model, cached.clips.subset(held_out))
+
+    shipped = load_pretrained().model
+    on_images = build_model(train_config.model, backbone=shipped.get_layer(BACKBONE_NAME))
+    face_clips.copy_head_weights(model, on_images)
+    images, _, _ = face_clips.ck48_clips(config.ck48_dir, cached.image_size, config.folds, config.split_seed)
+    from_images = face_clips.evaluate_clips(on_images, images.subset(held_out))
+    assert from_images["num_examples"] == from_maps["num_examples"] == len(held_out)
+    assert from_images["confusion_matrix"] == from_maps["confusion_matrix"]
+
+
+def test_a_rerun_skips_finished_runs_and_another_split_is_refused(cached_ablation):
+    config, _, _ = cached_ablation
+    stamps = sorted(path.stat().st_mtime_ns for path in pathlib.Path(config.output_dir).glob(f"runs/*/*/{METRICS_FILE}"))
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "ablation.py"), f"--ck48_dir={config.ck48_dir}",
+         f"--output_dir={config.output_dir}", "--cached_views=2", "--rows=tp,tp_sa", "--max_folds=2", "--seeds=1",
+         "--epochs=10"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(path.stat().st_mtime_ns for path in pathlib.Path(config.output_dir).glob(f"runs/*/*/{METRICS_FILE}")) == stamps
+    assert "| tp_sa | TP + SA (2 heads, penalty 1) | 2/2 |" in result.stdout
+
+    other_split = dataclasses.replace(config, split_seed=1)
+    with pytest.raises(ValueError) as error:
+        ablation.cached_folds(other_split)
+    assignment = os.path.join(config.output_dir, "folds", "assignment.json")
+    assert str(error.value) == (
+        f"{assignment}: the folds there were made with "
+        f"{{'ck48_dir': '{os.path.abspath(config.ck48_dir)}', 'folds': 10, 'split_seed': 0}}, not "
+        f"{{'ck48_dir': '{os.path.abspath(config.ck48_dir)}', 'folds': 10, 'split_seed': 1}}; use another output folder"
+    )

@@ -1,6 +1,7 @@
 """Tests of keras_emotion.training.pretrain on real FER2013 faces (small subsets)."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -112,6 +113,24 @@ def test_saved_weights_are_the_best_epochs_and_load_into_build_model(quick_run):
     ).get_layer(BACKBONE_NAME)
     first_kernel = untrained.get_layer("stage1_conv1").kernel
     assert not np.allclose(keras.ops.convert_to_numpy(first_kernel), best_weights[0])
+
+
+class InitialBackboneWeights(keras.callbacks.Callback):
+    """Keeps a copy of the backbone's weights when training begins."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [np.array(w) for w in self.model.get_layer(BACKBONE_NAME).get_weights()]
+
+
+def test_a_run_starts_from_the_initial_weights_given(quick_run, tmp_path):
+    config, result, recorder = quick_run
+    continued = dataclasses.replace(config, output_dir=str(tmp_path), epochs=1, initial_weights=result.weights_path)
+    start = InitialBackboneWeights()
+    pretrain_lib.pretrain(continued, callbacks=[start], verbose=0)
+    best = recorder.weights_by_epoch[result.report["best_epoch"]]
+    assert len(start.weights) == len(best)
+    for started, saved in zip(start.weights, best):
+        np.testing.assert_array_equal(started, saved)
 
 
 class CrashAfterEpoch(keras.callbacks.Callback):
