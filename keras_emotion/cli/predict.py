@@ -11,6 +11,11 @@ keras_emotion.inference.predictor for the JSON written. Prints one line per trac
 
 Faces are detected on every --detect_every-th frame (10) and followed in between; --detect_every 1
 detects on every frame (the slower path of earlier versions).
+
+On request it also writes the tables (--csv DIR: frames.csv, one row per face per processed
+frame; tracks.csv; windows.csv), a timeline picture (--timeline OUT.png) and the video with each
+face's box, track, label and probability bars (--annotated_video OUT.mp4); see
+keras_emotion.inference.results. In Python: `keras_emotion.predict(path)`.
 """
 
 import dataclasses
@@ -19,7 +24,8 @@ import sys
 from absl import flags
 
 from keras_emotion.data.video import InputError
-from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video, write_prediction
+from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video
+from keras_emotion.inference.results import VideoPrediction
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
 FLAGS = flags.FLAGS
@@ -27,7 +33,10 @@ flags.DEFINE_string(
     "model", PRETRAINED_MODEL_DIR, "Trained-model folder or SavedModel folder; default the model shipped in the package."
 )
 flags.DEFINE_string("input", None, "Video file, folder of frames, or image.", required=True)
-flags.DEFINE_string("output", None, "JSON file to write.", required=True)
+flags.DEFINE_string("output", None, "JSON file to write.")
+flags.DEFINE_string("csv", None, "Folder to write frames.csv, tracks.csv and windows.csv into.")
+flags.DEFINE_string("timeline", None, "PNG to draw each track's probabilities and frame importance over time into.")
+flags.DEFINE_string("annotated_video", None, "Video (.mp4, .avi) to write the frames with each face's box and label into.")
 flags.DEFINE_integer("window", None, "Frames per window (default: the model's frames per clip, or 16).")
 flags.DEFINE_integer("stride", None, "Frames between window starts (default: half a window).")
 flags.DEFINE_integer("frame_step", 1, "Process every n-th frame only (for long videos).")
@@ -50,6 +59,10 @@ flags.DEFINE_list("class_names", None, "SavedModel only: class names, if the mod
 
 def main(argv):
     del argv
+    outputs = {"--output": FLAGS.output, "--csv": FLAGS.csv, "--timeline": FLAGS.timeline,
+               "--annotated_video": FLAGS.annotated_video}
+    if not any(outputs.values()):
+        sys.exit(f"predict: nothing to write; give at least one of {', '.join(outputs)}")
     config = PredictConfig(
         window=FLAGS.window,
         stride=FLAGS.stride,
@@ -66,13 +79,17 @@ def main(argv):
         alignment = dataclasses.replace(alignment, upsample=FLAGS.upsample)
     try:
         prediction = predict_video(FLAGS.input, model, config, alignment)
+        result = VideoPrediction(prediction)
+        written = [result.to_json(FLAGS.output)] if FLAGS.output else []
+        written += result.to_csv(FLAGS.csv) if FLAGS.csv else []
+        written += [result.plot_timeline(FLAGS.timeline)] if FLAGS.timeline else []
+        written += [result.write_annotated_video(FLAGS.annotated_video)] if FLAGS.annotated_video else []
     except InputError as error:
         sys.exit(f"predict: {error}")
-    write_prediction(prediction, FLAGS.output)
     stats = prediction["stats"]
     print(
         f"{FLAGS.input}: {stats['frames_read']} frames read, {stats['frames_processed']} processed, "
-        f"{len(prediction['tracks'])} face track(s) -> {FLAGS.output}"
+        f"{len(prediction['tracks'])} face track(s) -> {', '.join(written)}"
     )
     for track in prediction["tracks"]:
         print(

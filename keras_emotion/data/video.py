@@ -172,6 +172,26 @@ def iter_frames(path: str, max_side: int = 1280) -> Iterator[np.ndarray]:
         yield from _iter_video(path, max_side)
 
 
+def iter_array_frames(frames: np.ndarray, max_side: int = 1280) -> Iterator[np.ndarray]:
+    """Yields the frames of an array like `iter_frames` does those of a file: uint8 (H, W, 3)
+    RGB with max(H, W) <= max_side, from (N, H, W[, C]) frames or one (H, W[, C]) image.
+
+    Raises:
+        InputError: an array of no frame, or frames of another shape or dtype (`as_rgb_uint8`).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim in (2, 3) and not (frames.ndim == 3 and frames.shape[-1] not in (1, 3, 4)):
+        frames = frames[np.newaxis]
+    name = f"<array {frames.shape} {frames.dtype}>"
+    if len(frames) == 0:
+        raise InputError(name, "no frames")
+    for frame in frames:
+        try:
+            yield _limit_size(as_rgb_uint8(frame), max_side)
+        except ValueError as error:
+            raise InputError(name, str(error)) from None
+
+
 def video_fps(path: str) -> float:
     """Frames per second of a video; 0.0 for folders, image files and videos that do not say."""
     return _container_property(path, cv2.CAP_PROP_FPS)

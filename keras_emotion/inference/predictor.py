@@ -53,7 +53,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner
-from keras_emotion.data.video import iter_frames, video_fps
+from keras_emotion.data.video import iter_array_frames, iter_frames, video_fps
 from keras_emotion.files import write_json_atomically
 from keras_emotion.inference.clip_model import ClipModel, default_alignment, uniform_frame_indices
 from keras_emotion.inference.reader import read_ahead
@@ -372,15 +372,19 @@ class VideoPredictor:
 
 
 def predict_video(
-    path: str,
+    path,
     model: ClipModel,
     config: PredictConfig = PredictConfig(),
     alignment: Optional[AlignmentConfig] = None,
+    fps: Optional[float] = None,
 ) -> dict:
     """Predicts the emotion of every face of a video (or image folder), streaming its frames.
 
     Args:
-        path: a video file, a folder of frames or one image (see `video.iter_frames`).
+        path: a video file, a folder of frames or one image (see `video.iter_frames`); or
+            the frames themselves, uint8 (N, H, W, 3) RGB (or one (H, W, 3) image).
+        fps: the frame rate of frames given as an array (default 0: unknown); for a file,
+            None reads it from the file.
         model: from `load_clip_model`.
         config: windows, tracking and frame skipping.
         alignment: face detection and alignment settings; None = `default_alignment(model)`.
@@ -388,7 +392,8 @@ def predict_video(
 
     Returns:
         A JSON-ready dict:
-            source, fps (0 when unknown), frame_step, window (W), stride,
+            source (the path, or "<array of N frames>"), fps (0 when unknown), frame_step,
+            max_side, window (W), stride,
             model: {"path", "format", "class_names", "frames_per_clip" (F, or None when
                 the model is given every frame of a window)}
             frames: per processed frame {"frame": index in the video, "faces": faces detected
@@ -411,17 +416,24 @@ def predict_video(
     Raises:
         video.InputError: missing, unreadable or empty input (the message names it).
     """
-    path = os.fspath(path)
+    if isinstance(path, np.ndarray):
+        frames = iter_array_frames(path, config.max_side)
+        source, fps = f"<array of {len(path) if path.ndim == 4 else 1} frames>", fps or 0.0
+    else:
+        source = os.fspath(path)
+        frames = read_ahead(iter_frames(source, config.max_side), READ_AHEAD_FRAMES)
+        fps = video_fps(source) if fps is None else fps
     alignment = alignment or default_alignment(model)
     aligner = FaceAligner(dataclasses.replace(alignment, output_size=model.face_size))
     predictor = VideoPredictor(model, config, aligner)
     frames_read = itertools.count()
-    numbered = ((next(frames_read), frame) for frame in read_ahead(iter_frames(path, config.max_side), READ_AHEAD_FRAMES))
+    numbered = ((next(frames_read), frame) for frame in frames)
     result = predictor.run(itertools.islice(numbered, 0, None, config.frame_step))
     return {
-        "source": path,
-        "fps": video_fps(path),
+        "source": source,
+        "fps": fps,
         "frame_step": config.frame_step,
+        "max_side": config.max_side,
         "window": predictor.window,
         "stride": predictor.stride,
         "model": {**model.description, "class_names": model.class_names, "frames_per_clip": model.num_frames},
