@@ -16,15 +16,21 @@ On request it also writes the tables (--csv DIR: frames.csv, one row per face pe
 frame; tracks.csv; windows.csv), a timeline picture (--timeline OUT.png) and the video with each
 face's box, track, label and probability bars (--annotated_video OUT.mp4); see
 keras_emotion.inference.results. In Python: `keras_emotion.predict(path)`.
+
+A folder holding videos (found recursively by extension) is processed video by video:
+--output is then the output folder, which receives one result folder per video (prediction.json
+and the CSV tables) and summary.csv; a rerun skips the videos done (keras_emotion.inference.batch).
 """
 
 import dataclasses
+import os
 import sys
 
 from absl import flags
 
 from keras_emotion.data.video import InputError
 from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video
+from keras_emotion.inference.batch import SUMMARY_FILE, list_videos, predict_folder
 from keras_emotion.inference.results import VideoPrediction
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
@@ -32,7 +38,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string(
     "model", PRETRAINED_MODEL_DIR, "Trained-model folder or SavedModel folder; default the model shipped in the package."
 )
-flags.DEFINE_string("input", None, "Video file, folder of frames, or image.", required=True)
+flags.DEFINE_string("input", None, "Video file, folder of frames, image, or folder of videos (see above).", required=True)
 flags.DEFINE_string("output", None, "JSON file to write.")
 flags.DEFINE_string("csv", None, "Folder to write frames.csv, tracks.csv and windows.csv into.")
 flags.DEFINE_string("timeline", None, "PNG to draw each track's probabilities and frame importance over time into.")
@@ -63,6 +69,9 @@ def main(argv):
                "--annotated_video": FLAGS.annotated_video}
     if not any(outputs.values()):
         sys.exit(f"predict: nothing to write; give at least one of {', '.join(outputs)}")
+    batch = os.path.isdir(FLAGS.input) and bool(list_videos(FLAGS.input))
+    if batch and (not FLAGS.output or FLAGS.csv or FLAGS.timeline or FLAGS.annotated_video):
+        sys.exit(f"predict: {FLAGS.input} holds videos: give the output folder as --output (and no --csv, --timeline, --annotated_video)")
     config = PredictConfig(
         window=FLAGS.window,
         stride=FLAGS.stride,
@@ -77,6 +86,15 @@ def main(argv):
     alignment = dataclasses.replace(default_alignment(model), cnn_fallback=FLAGS.cnn_fallback)
     if FLAGS.upsample is not None:
         alignment = dataclasses.replace(alignment, upsample=FLAGS.upsample)
+    if batch:
+        try:
+            summary = predict_folder(FLAGS.input, FLAGS.output, model, config, alignment)
+        except InputError as error:
+            sys.exit(f"predict: {error}")
+        done = summary["status"].str.startswith("done")
+        print(f"{FLAGS.input}: {summary.loc[done, 'video'].nunique()} video(s) done, "
+              f"{int((~done).sum())} failed -> {os.path.join(FLAGS.output, SUMMARY_FILE)}")
+        return
     try:
         prediction = predict_video(FLAGS.input, model, config, alignment)
         result = VideoPrediction(prediction)

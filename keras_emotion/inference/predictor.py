@@ -48,7 +48,7 @@ import dataclasses
 import itertools
 import os
 import time
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -377,6 +377,7 @@ def predict_video(
     config: PredictConfig = PredictConfig(),
     alignment: Optional[AlignmentConfig] = None,
     fps: Optional[float] = None,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> dict:
     """Predicts the emotion of every face of a video (or image folder), streaming its frames.
 
@@ -385,6 +386,7 @@ def predict_video(
             the frames themselves, uint8 (N, H, W, 3) RGB (or one (H, W, 3) image).
         fps: the frame rate of frames given as an array (default 0: unknown); for a file,
             None reads it from the file.
+        progress: called with the number of frames read so far after each processed frame.
         model: from `load_clip_model`.
         config: windows, tracking and frame skipping.
         alignment: face detection and alignment settings; None = `default_alignment(model)`.
@@ -428,7 +430,10 @@ def predict_video(
     predictor = VideoPredictor(model, config, aligner)
     frames_read = itertools.count()
     numbered = ((next(frames_read), frame) for frame in frames)
-    result = predictor.run(itertools.islice(numbered, 0, None, config.frame_step))
+    processed = itertools.islice(numbered, 0, None, config.frame_step)
+    if progress is not None:
+        processed = _reporting(processed, progress)
+    result = predictor.run(processed)
     return {
         "source": source,
         "fps": fps,
@@ -446,6 +451,13 @@ def predict_video(
             "seconds": {name: round(value, 3) for name, value in predictor.seconds.items()},
         },
     }
+
+
+def _reporting(frames: Iterator[tuple], progress: Callable[[int], None]) -> Iterator[tuple]:
+    """`frames` (index, frame) as they are, calling `progress(index + 1)` once each is processed."""
+    for index, frame in frames:
+        yield index, frame
+        progress(index + 1)
 
 
 def write_prediction(prediction: dict, path: str) -> str:

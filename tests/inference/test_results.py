@@ -1,10 +1,12 @@
 """`keras_emotion.predict` and its tables, timeline and annotated video, on real faces (CK+48
 sequences played side by side as a video) with the shipped model."""
 
+import dataclasses
 import glob
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +17,7 @@ import pytest
 
 import keras_emotion
 from keras_emotion.data.video import InputError, read_frames
-from keras_emotion.inference import load_clip_model
+from keras_emotion.inference import PredictConfig, batch, default_alignment, load_clip_model
 from keras_emotion.inference.results import BOX_COLUMNS, CSV_FILES, TRACK_COLOURS, VideoPrediction
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
@@ -163,3 +165,34 @@ def test_the_command_line_writes_the_tables_picture_and_video(two_faces_video, t
     assert len(read_frames(str(tmp_path / "a.mp4"))[0]) == FRAMES
     assert cv2.imread(str(tmp_path / "t.png")) is not None
     assert "2 face track(s) -> " in done.stdout
+
+
+def test_a_folder_of_videos_gives_a_result_per_video_a_summary_and_resumes(two_faces_video, shipped_model, tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "day2").mkdir(parents=True)
+    shutil.copy(two_faces_video, videos / "first.avi")
+    shutil.copy(two_faces_video, videos / "day2" / "second.avi")
+    (videos / "day2" / "broken.mp4").write_bytes(b"not a video")
+    (videos / "notes.txt").write_text("not a video either")
+    output = tmp_path / "out"
+    lines = []
+    summary = batch.predict_folder(str(videos), str(output), shipped_model, PredictConfig(),
+                                   dataclasses.replace(default_alignment(shipped_model), upsample=1), log=lines.append)
+    assert batch.list_videos(str(videos)) == ["day2/broken.mp4", "day2/second.avi", "first.avi"]
+    assert lines[0] == "[1/3] day2/broken.mp4" and lines[1].startswith("  failed: cannot open video")
+    assert list(summary["video"]) == ["day2/broken.mp4", "day2/second.avi", "day2/second.avi", "first.avi", "first.avi"]
+    assert list(summary["label"].fillna("-")) == ["-", "happy", "surprise", "happy", "surprise"]
+    assert summary["status"].iloc[0] == "failed: cannot open video (unreadable, corrupt or unsupported format)"
+    pd.testing.assert_frame_equal(pd.read_csv(output / batch.SUMMARY_FILE), summary, check_dtype=False)
+    for video in ("first.avi", "day2/second.avi"):
+        assert sorted(os.listdir(output / video)) == sorted([*CSV_FILES, batch.PREDICTION_FILE])
+    assert not (output / "day2" / "broken.mp4").exists()
+
+    stamp = (output / "first.avi" / batch.PREDICTION_FILE).stat().st_mtime_ns
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "predict.py"), f"--input={videos}", f"--output={output}"]
+    rerun = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "[3/3] first.avi: done before, skipped" in rerun.stdout
+    assert f"{videos}: 2 video(s) done, 1 failed -> {output / batch.SUMMARY_FILE}" in rerun.stdout
+    assert (output / "first.avi" / batch.PREDICTION_FILE).stat().st_mtime_ns == stamp
