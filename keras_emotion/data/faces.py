@@ -30,7 +30,7 @@ import dlib
 import numpy as np
 
 from keras_emotion.data.video import as_rgb_uint8
-from keras_emotion.dlib_models import FACE_DETECTOR, LANDMARKS_5, LANDMARKS_68, dlib_model_file
+from keras_emotion.dlib_models import FACE_DETECTOR, FACE_RESNET, LANDMARKS_5, LANDMARKS_68, dlib_model_file
 
 # Frames whose shorter side is below this are upscaled by an integer factor
 # before detection (the HOG detector misses faces smaller than about 80 pixels).
@@ -185,6 +185,21 @@ def _shape_predictor(points: int):
     if points == 68:
         return dlib.shape_predictor(dlib_model_file(LANDMARKS_68))
     return dlib.shape_predictor(dlib_model_file(LANDMARKS_5))
+
+
+@functools.lru_cache(maxsize=None)
+def _face_recognition_model():
+    return dlib.face_recognition_model_v1(dlib_model_file(FACE_RESNET))
+
+
+def face_descriptor(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """dlib's 128-D face descriptor of the face with (68 or 5, 2) `landmarks` in uint8
+    (H, W, 3) RGB `image`: float64 (128,). Descriptors of one person lie closer than about 0.6
+    (Euclidean), those of two people farther (dlib: 99.38% on LFW)."""
+    points = [dlib.point(int(round(x)), int(round(y))) for x, y in landmarks]
+    (left, top), (right, bottom) = np.floor(landmarks.min(axis=0)), np.ceil(landmarks.max(axis=0))
+    shape = dlib.full_object_detection(dlib.rectangle(int(left), int(top), int(right), int(bottom)), points)
+    return np.array(_face_recognition_model().compute_face_descriptor(as_rgb_uint8(image), shape))
 
 
 def box_overlaps(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -3,7 +3,9 @@
     frames of the video (decoded by `iter_frames` in a reader thread, every `frame_step`-th one)
       -> FaceAligner.find_faces                  every `detect_every`-th frame: all faces of
                                                  the frame, boxes and landmarks
-      -> FaceTracker.update                      detections -> tracks (IoU, else centre distance)
+      -> FaceTracker.update                      detections -> tracks (IoU, else centre distance);
+                                                 a new track whose face (dlib's descriptor) is
+                                                 that of an ended track gets its id back
          in the frames between detections, each detected face is followed: its landmarks are
          fitted in its last box (FaceAligner.landmarks_in_box), the box moves with them
          (follow_box); when a followed face leaves the frame or its aligned face changes more
@@ -52,7 +54,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from keras_emotion.data.faces import AlignmentConfig, FaceAligner
+from keras_emotion.data.faces import AlignmentConfig, FaceAligner, face_descriptor
 from keras_emotion.data.video import iter_array_frames, iter_frames, video_fps
 from keras_emotion.files import write_json_atomically
 from keras_emotion.inference.clip_model import ClipModel, default_alignment, uniform_frame_indices
@@ -60,6 +62,7 @@ from keras_emotion.inference.reader import read_ahead
 from keras_emotion.inference.tracking import FaceTracker, SlidingWindows, Window, appearance_change, follow_box
 
 DEFAULT_WINDOW = 16  # frames per window for models that take windows as they are
+DESCRIPTORS_PER_TRACK = 3  # face descriptors kept per track (of its first detections), for re-identification
 READ_AHEAD_FRAMES = 4  # decoded frames waiting for the predictor (a 720p RGB frame is 2.7 MB)
 
 
@@ -81,6 +84,11 @@ class PredictConfig:
             follow the faces in between; 1 detects on every frame (slower, the path before).
         max_appearance_change: a followed face whose aligned face differs from the previous
             frame's by more than this mean absolute gray difference (0..255, at 32 px) is lost.
+        reidentify: a face whose track ended and that comes back (a new track) gets its old
+            track id back when dlib's face descriptors say it is the same person.
+        max_identity_distance: the largest distance between face descriptors (the mean of a
+            track's first DESCRIPTORS_PER_TRACK detections, and the new track's first) of one
+            person (dlib's threshold: 0.6).
     """
 
     window: Optional[int] = None
@@ -93,6 +101,8 @@ class PredictConfig:
     max_centre_distance: float = 0.5
     detect_every: int = 10
     max_appearance_change: float = 30.0
+    reidentify: bool = True
+    max_identity_distance: float = 0.6
 
     def __post_init__(self):
         if self.max_appearance_change <= 0:
@@ -107,8 +117,11 @@ class PredictConfig:
 class _Track:
     """One tracked face while the video is read: its windows and what it will report."""
 
-    def __init__(self, track_id: int, first_frame: int, windows: SlidingWindows):
-        self.track_id = track_id
+    def __init__(self, tracker_id: int, track_id: int, segment: int, first_frame: int, windows: SlidingWindows):
+        self.tracker_id = tracker_id  # the FaceTracker's id of this stretch of the face
+        self.track_id = track_id  # the id reported: the person's (re-identification)
+        self.segment = segment  # how many earlier tracks had this id
+        self.identity_distance = None  # descriptor distance that re-identified it
         self.first_frame = first_frame
         self.windows = windows
         self.landmarks = None  # (K, 2) of the last detection or followed frame
@@ -139,7 +152,7 @@ class VideoPredictor:
         self.stride = config.stride or max(1, self.window // 2)
         SlidingWindows(self.window, self.stride)  # checks window and stride before any work
         self.tracker = FaceTracker(config.iou_threshold, config.max_centre_distance, config.max_missed)
-        self.seconds = dict.fromkeys(("reading", "detection", "tracking", "alignment", "model"), 0.0)
+        self.seconds = dict.fromkeys(("reading", "detection", "tracking", "identification", "alignment", "model"), 0.0)
         self.peak_buffered_faces = 0
         self.detector_frames = 0
         self._since_detection = None  # processed frames since the last detection
@@ -147,7 +160,12 @@ class VideoPredictor:
         self._live = {}  # track id -> _Track
         self._finished = []  # reports of the ended tracks
         self._dropped = []  # reports of the tracks with fewer than min_detections detections
-        self._frame_records = []
+        self._dropped_tracker_ids = set()
+        self._frame_records = []  # their "tracks" keyed by tracker id until `run` ends
+        self._descriptors = collections.defaultdict(list)  # track id -> descriptors of its detections
+        self._departed = set()  # ids of the tracks that ended and may come back
+        self._segments = collections.Counter()  # track id -> its tracks so far
+        self._reported_id = {}  # tracker id -> track id
 
     def run(self, frames: Iterable[tuple]) -> dict:
         """Processes `(frame index, uint8 (H, W, 3) RGB frame)` pairs in order; returns the
@@ -162,11 +180,14 @@ class VideoPredictor:
         for track in list(self._live.values()):
             self._commit_followed(track)
             self._end(track)
-        dropped_ids = {report["track"] for report in self._dropped}
         for record in self._frame_records:
-            record["tracks"] = {key: box for key, box in record["tracks"].items() if int(key) not in dropped_ids}
-        tracks = sorted(self._finished, key=lambda report: report["track"])
-        dropped = sorted(self._dropped, key=lambda report: report["track"])
+            record["tracks"] = {
+                str(self._reported_id[tracker_id]): box
+                for tracker_id, box in record["tracks"].items()
+                if tracker_id not in self._dropped_tracker_ids
+            }
+        tracks = sorted(self._finished, key=lambda report: (report["track"], report["segment"]))
+        dropped = sorted(self._dropped, key=lambda report: (report["track"], report["first_frame"]))
         return {"frames": self._frame_records, "tracks": tracks, "dropped_tracks": dropped}
 
     def _process(self, frame_index: int, frame: np.ndarray) -> None:
@@ -205,7 +226,7 @@ class VideoPredictor:
                 change = appearance_change(track.face, face)
             if change > self.config.max_appearance_change:
                 return None
-            followed[track.track_id] = (box, landmarks, face)
+            followed[track.tracker_id] = (box, landmarks, face)
         return followed
 
     def _add_followed(self, frame_index: int, frame: np.ndarray, followed: dict) -> None:
@@ -231,7 +252,9 @@ class VideoPredictor:
         for detection, track_id in zip(detections, track_ids):
             track = self._live.get(track_id)
             if track is None:
-                track = self._live[track_id] = _Track(track_id, frame_index, SlidingWindows(self.window, self.stride))
+                track = self._live[track_id] = self._start_track(track_id, frame_index, frame, detection.landmarks)
+            elif self.config.reidentify and len(self._descriptors[track.track_id]) < DESCRIPTORS_PER_TRACK:
+                self._descriptors[track.track_id].append(self._describe(frame, detection.landmarks))
             track.landmarks, track.box = detection.landmarks, detection.box
             for pending_index, pending_face, followed in track.pending:
                 self._commit(track, pending_index, pending_face, detected=followed)
@@ -245,6 +268,31 @@ class VideoPredictor:
             track.pending.append((frame_index, self._align(frame, track.landmarks), False))
         self._record_frame(frame_index, {track_id: d.box for d, track_id in zip(detections, track_ids)}, True)
 
+    def _start_track(self, tracker_id: int, frame_index: int, frame: np.ndarray, landmarks: np.ndarray) -> _Track:
+        """A track for the tracker's new `tracker_id`: the id of the nearest departed track
+        whose face descriptors are within `max_identity_distance` of this face's, else a new id."""
+        track_id, distance = max(self._reported_id.values(), default=-1) + 1, None
+        if self.config.reidentify:
+            descriptor = self._describe(frame, landmarks)
+            distances = {
+                departed: float(np.linalg.norm(np.mean(self._descriptors[departed], axis=0) - descriptor))
+                for departed in self._departed
+            }
+            nearest = min(distances, key=distances.get, default=None)
+            if nearest is not None and distances[nearest] <= self.config.max_identity_distance:
+                track_id, distance = nearest, distances[nearest]
+                self._departed.discard(nearest)
+            self._descriptors[track_id].append(descriptor)
+        self._reported_id[tracker_id] = track_id
+        track = _Track(tracker_id, track_id, self._segments[track_id], frame_index, SlidingWindows(self.window, self.stride))
+        track.identity_distance = distance
+        self._segments[track_id] += 1
+        return track
+
+    def _describe(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        with self._timed("identification"):
+            return face_descriptor(frame, landmarks)
+
     def _record_frame(self, frame_index: int, boxes: dict, detector: bool) -> None:
         """Files the frame's record: the {track id: box} of the faces detected (`detector`) or
         followed into it."""
@@ -253,7 +301,7 @@ class VideoPredictor:
                 "frame": frame_index,
                 "faces": len(boxes),
                 "detector": detector,
-                "tracks": {str(track_id): _rounded(box) for track_id, box in boxes.items()},
+                "tracks": {tracker_id: _rounded(box) for tracker_id, box in boxes.items()},
             }
         )
         buffered = sum(track.buffered_faces for track in self._live.values())
@@ -335,6 +383,9 @@ class VideoPredictor:
         track.pending = []  # frames after the last detection are not part of the track
         detections = int(sum(track.detected))
         if detections < self.config.min_detections:
+            self._dropped_tracker_ids.add(track.tracker_id)
+            if track.segment:  # the face of an earlier track came back briefly: it may come again
+                self._departed.add(track.track_id)
             self._dropped.append(
                 {
                     "track": track.track_id,
@@ -349,11 +400,14 @@ class VideoPredictor:
         if window is not None:
             self._queue_window(track, window)
         self._predict_queued()
+        self._departed.add(track.track_id)
         windows = track.window_results
         probabilities = np.mean([[w["probabilities"][name] for name in self.model.class_names] for w in windows], 0)
         self._finished.append(
             {
                 "track": track.track_id,
+                "segment": track.segment,
+                "identity_distance": track.identity_distance,
                 "first_frame": track.first_frame,
                 "last_frame": track.first_frame + (len(track.detected) - 1) * self.config.frame_step,
                 "num_frames": len(track.detected),
@@ -401,7 +455,10 @@ def predict_video(
             frames: per processed frame {"frame": index in the video, "faces": faces detected
                 (or followed, between detections), "detector": whether the detector ran,
                 "tracks": {track id: [left, top, right, bottom]} of the kept tracks}
-            tracks: per kept track {"track", "first_frame", "last_frame", "num_frames"
+            tracks: per kept track {"track" (the id; a face that comes back after its track
+                ended gets its id again: `PredictConfig.reidentify`), "segment" (0 for the first
+                track of this id, 1 for the next, ...), "identity_distance" (the descriptor
+                distance that re-identified it, else None), "first_frame", "last_frame", "num_frames"
                 (processed frames from first to last detection), "detected_frames" (detected
                 or followed), "label",
                 "probabilities": {class: p}, "frame_importance": (num_frames,) summing to 1,

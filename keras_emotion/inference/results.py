@@ -8,16 +8,18 @@ derives from it:
                predicted, after `max_side` downscaling), source ("detected", "followed" between
                detections, or "missed": no box, the face aligned with its last landmarks),
                one probability column per class, label, importance
-    .tracks    one row per face track: track, first_frame, last_frame, first_time,
-               last_time, num_frames, detected_frames, missed_frames, windows, label, one
-               probability column per class, label_share
-    .windows   one row per window of a track: track, window, first_frame, last_frame,
-               first_time, last_time, label, one probability column per class
+    .tracks    one row per face track (a face that left and came back, re-identified, is
+               one track): track, first_frame, last_frame, first_time, last_time, num_frames,
+               detected_frames, missed_frames, windows, reidentified (times it came back),
+               label, one probability column per class, label_share
+    .windows   one row per window of a track: track, segment (0, then 1 after the face
+               came back, ...), window, first_frame, last_frame, first_time, last_time, label,
+               one probability column per class
 
 A frame's probabilities are the mean of those of the track's windows holding the frame (the
 windows overlap by half by default, so this is a moving average of the window predictions); its
 label is their argmax, its importance the track's `frame_importance` (summing to 1 over the
-track). A track's probabilities are the mean of its windows' (`predict_video`); `label_share`
+track's stretch). A track's probabilities are the mean of its windows'; `label_share`
 is the share of its frames whose label is the track's. Times are frame / fps (NaN when the
 source has no frame rate: folders of images, arrays).
 
@@ -66,7 +68,8 @@ class VideoPrediction:
         self._frames = self._tracks = self._windows = None
 
     def __repr__(self) -> str:
-        tracks = ", ".join(f"track {t['track']}: {t['label']}" for t in self.prediction["tracks"]) or "no face"
+        tracks = ", ".join(f"track {t}: {label}" for t, label in zip(self.tracks["track"], self.tracks["label"]))
+        tracks = tracks or "no face"
         return f"VideoPrediction({self.prediction['source']!r}: {tracks})"
 
     @property
@@ -84,6 +87,7 @@ class VideoPrediction:
             rows = [
                 {
                     "track": track["track"],
+                    "segment": track["segment"],
                     "window": index,
                     "first_frame": window["first_frame"],
                     "last_frame": window["last_frame"],
@@ -93,9 +97,10 @@ class VideoPrediction:
                 for track in self.prediction["tracks"]
                 for index, window in enumerate(track["windows"])
             ]
-            table = pd.DataFrame(rows, columns=["track", "window", "first_frame", "last_frame", "label", *self.class_names])
-            table.insert(4, "first_time", self._time(table["first_frame"]))
-            table.insert(5, "last_time", self._time(table["last_frame"]))
+            columns = ["track", "segment", "window", "first_frame", "last_frame", "label", *self.class_names]
+            table = pd.DataFrame(rows, columns=columns)
+            table.insert(5, "first_time", self._time(table["first_frame"]))
+            table.insert(6, "last_time", self._time(table["last_frame"]))
             self._windows = table
         return self._windows
 
@@ -147,28 +152,31 @@ class VideoPrediction:
 
     @property
     def tracks(self) -> pd.DataFrame:
-        """One row per face track (see the module doc)."""
+        """One row per face track, its re-identified stretches together (see the module doc)."""
         if self._tracks is None:
-            frames = self.frames
+            frames, windows = self.frames, self.windows
             rows = []
-            for track in self.prediction["tracks"]:
-                labels = frames.loc[frames["track"] == track["track"], "label"]
+            for track_id in sorted({track["track"] for track in self.prediction["tracks"]}):
+                segments = [track for track in self.prediction["tracks"] if track["track"] == track_id]
+                probabilities = windows.loc[windows["track"] == track_id, self.class_names].mean()
+                label = self.class_names[int(np.argmax(probabilities.to_numpy()))]
+                labels = frames.loc[frames["track"] == track_id, "label"]
                 rows.append(
                     {
-                        "track": track["track"],
-                        "first_frame": track["first_frame"],
-                        "last_frame": track["last_frame"],
-                        "num_frames": track["num_frames"],
-                        "detected_frames": track["detected_frames"],
-                        "missed_frames": len(track["missed_frames"]),
-                        "windows": len(track["windows"]),
-                        "label": track["label"],
-                        **track["probabilities"],
-                        "label_share": float(np.mean(labels == track["label"])),
+                        "track": track_id,
+                        "first_frame": segments[0]["first_frame"],
+                        "last_frame": segments[-1]["last_frame"],
+                        **{key: sum(segment[key] for segment in segments) for key in ("num_frames", "detected_frames")},
+                        "missed_frames": sum(len(segment["missed_frames"]) for segment in segments),
+                        "windows": sum(len(segment["windows"]) for segment in segments),
+                        "reidentified": len(segments) - 1,
+                        "label": label,
+                        **probabilities.to_dict(),
+                        "label_share": float(np.mean(labels == label)),
                     }
                 )
             columns = ["track", "first_frame", "last_frame", "num_frames", "detected_frames", "missed_frames",
-                       "windows", "label", *self.class_names, "label_share"]
+                       "windows", "reidentified", "label", *self.class_names, "label_share"]
             table = pd.DataFrame(rows, columns=columns)
             table.insert(3, "first_time", self._time(table["first_frame"]))
             table.insert(4, "last_time", self._time(table["last_frame"]))
@@ -194,7 +202,7 @@ class VideoPrediction:
     def plot_timeline(self, path: str) -> str:
         """A PNG with, per track, its frames' class probabilities over time and their importance
         under them, titled with the track's label; returns `path`."""
-        tracks = self.prediction["tracks"]
+        tracks = self.tracks.to_dict("records")
         figure = Figure(figsize=(10, 3.4 * max(1, len(tracks))), dpi=100, layout="constrained")
         if not tracks:
             figure.text(0.5, 0.5, f"no face tracked in {self.prediction['source']}", ha="center")
@@ -209,10 +217,10 @@ class VideoPrediction:
                 scores.plot(x, rows[name], label=name, linewidth=2.5 if name == track["label"] else 1.0)
             scores.set_ylim(0, 1)
             scores.set_ylabel("probability")
-            share = self.tracks.loc[self.tracks["track"] == track["track"], "label_share"].iloc[0]
+            comebacks = f"; came back {track['reidentified']}x" if track["reidentified"] else ""
             scores.set_title(
-                f"track {track['track']}: {track['label']} ({track['probabilities'][track['label']]:.0%}; "
-                f"label of {share:.0%} of its frames)"
+                f"track {track['track']}: {track['label']} ({track[track['label']]:.0%}; "
+                f"label of {track['label_share']:.0%} of its frames{comebacks})"
             )
             scores.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
             importance = figure.add_subplot(grid[2 * index + 1], sharex=scores)

@@ -68,7 +68,9 @@ def test_one_call_names_each_face_and_the_tables_hold_the_json(result):
     names = result.class_names
     for track, row in zip(prediction["tracks"], tracks.itertuples(index=False)):
         row = row._asdict()
-        np.testing.assert_allclose([row[name] for name in names], [track["probabilities"][name] for name in names])
+        np.testing.assert_allclose([row[name] for name in names], [track["probabilities"][name] for name in names],
+                                   atol=1e-6)  # the mean of the windows' 6-decimal figures
+        assert row["reidentified"] == 0 and track["segment"] == 0 and track["identity_distance"] is None
         assert (row["first_frame"], row["last_frame"], row["num_frames"]) == (0, FRAMES - 1, FRAMES)
         assert row["first_time"] == 0.0 and row["last_time"] == pytest.approx((FRAMES - 1) / FPS)
         assert row["windows"] == len(track["windows"])
@@ -94,8 +96,8 @@ def test_one_call_names_each_face_and_the_tables_hold_the_json(result):
         assert tracks.loc[tracks["track"] == track["track"], "label_share"].item() == pytest.approx(share)
     windows = result.windows
     assert len(windows) == sum(len(track["windows"]) for track in prediction["tracks"])
-    assert list(windows.columns[:8]) == ["track", "window", "first_frame", "last_frame", "first_time", "last_time",
-                                         "label", names[0]]
+    assert list(windows.columns[:9]) == ["track", "segment", "window", "first_frame", "last_frame", "first_time",
+                                         "last_time", "label", names[0]]
     assert "happy" in repr(result) and "surprise" in repr(result)
 
 
@@ -196,3 +198,37 @@ def test_a_folder_of_videos_gives_a_result_per_video_a_summary_and_resumes(two_f
     assert "[3/3] first.avi: done before, skipped" in rerun.stdout
     assert f"{videos}: 2 video(s) done, 1 failed -> {output / batch.SUMMARY_FILE}" in rerun.stdout
     assert (output / "first.avi" / batch.PREDICTION_FILE).stat().st_mtime_ns == stamp
+
+
+def test_faces_that_swap_places_and_come_back_keep_their_track_ids(ck48_dir, tmp_path, write_avi, shipped_model):
+    """Frames 0-19: a happy face left, a surprised one right; 20-39: nobody; 40-59: the two
+    faces again, swapped. Each keeps its track id (dlib's face descriptors), comes back once."""
+    happy, surprise = _sequence(ck48_dir, "happy", 0)[-1], _sequence(ck48_dir, "surprise", 1)[-1]
+    frames = []
+    for index in range(60):
+        canvas = np.full((320, 480, 3), 90, np.uint8)
+        if not 20 <= index < 40:
+            placed = (happy, surprise) if index < 20 else (surprise, happy)
+            for face, x in zip(placed, (40, 280)):
+                canvas[30:190, x : x + 160] = cv2.resize(face, (160, 160), interpolation=cv2.INTER_CUBIC)[:, :, None]
+        frames.append(canvas)
+    path = tmp_path / "swap.avi"
+    write_avi(path, frames, fps=FPS)
+    result = keras_emotion.predict(str(path), model=shipped_model, upsample=1)
+    segments = [(t["track"], t["segment"], t["first_frame"], t["label"]) for t in result.prediction["tracks"]]
+    assert segments == [(0, 0, 0, "happy"), (0, 1, 40, "happy"), (1, 0, 0, "surprise"), (1, 1, 40, "surprise")]
+    assert all(t["identity_distance"] < 0.3 for t in result.prediction["tracks"] if t["segment"])
+    tracks = result.tracks
+    assert list(tracks["reidentified"]) == [1, 1] and list(tracks["label"]) == ["happy", "surprise"]
+    for track_id in (0, 1):
+        parts = [t for t in result.prediction["tracks"] if t["track"] == track_id]
+        frames_of_track = result.frames[result.frames["track"] == track_id]
+        assert tracks["num_frames"][track_id] == sum(part["num_frames"] for part in parts) == len(frames_of_track)
+        assert not frames_of_track["frame"].between(20, 39).any()  # nobody there
+    frames_table = result.frames
+    happy_boxes = frames_table[frames_table["track"] == 0].set_index("frame")["left"]
+    assert happy_boxes[10] < 240 < happy_boxes[50]  # left first, right after the swap
+
+    not_reidentified = keras_emotion.predict(str(path), model=shipped_model, upsample=1, reidentify=False)
+    assert [t["track"] for t in not_reidentified.prediction["tracks"]] == [0, 1, 2, 3]
+    assert list(not_reidentified.tracks["reidentified"]) == [0, 0, 0, 0]
