@@ -17,20 +17,27 @@ frame; tracks.csv; windows.csv), a timeline picture (--timeline OUT.png) and the
 face's box, track, label and probability bars (--annotated_video OUT.mp4); see
 keras_emotion.inference.results. In Python: `keras_emotion.predict(path)`.
 
+--input may be live: a camera index (0) or a stream URL (rtsp://, http://, ...). Each window is
+then printed as a JSON line as soon as it is predicted (or written to --jsonl, any input), and
+Ctrl-C stops reading: the tracks so far are finished and every requested file is written
+("interrupted": true). --display shows the annotated frames where a display exists.
+
 A folder holding videos (found recursively by extension) is processed video by video:
 --output is then the output folder, which receives one result folder per video (prediction.json
 and the CSV tables) and summary.csv; a rerun skips the videos done (keras_emotion.inference.batch).
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
 
 from absl import flags
 
-from keras_emotion.data.video import InputError
+from keras_emotion.data.video import InputError, is_stream
 from keras_emotion.inference import PredictConfig, default_alignment, load_clip_model, predict_video
 from keras_emotion.inference.batch import SUMMARY_FILE, list_videos, predict_folder
+from keras_emotion.inference.live import LiveDisplay, Observers, WindowLines, stop_on_signals
 from keras_emotion.inference.results import VideoPrediction
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
@@ -43,6 +50,8 @@ flags.DEFINE_string("output", None, "JSON file to write.")
 flags.DEFINE_string("csv", None, "Folder to write frames.csv, tracks.csv and windows.csv into.")
 flags.DEFINE_string("timeline", None, "PNG to draw each track's probabilities and frame importance over time into.")
 flags.DEFINE_string("annotated_video", None, "Video (.mp4, .avi) to write the frames with each face's box and label into.")
+flags.DEFINE_string("jsonl", None, "File to append each window to as a JSON line as it is predicted ('-': standard output; the default for live input).")
+flags.DEFINE_bool("display", False, "Show the annotated frames in a window while predicting (where a display exists).")
 flags.DEFINE_integer("window", None, "Frames per window (default: the model's frames per clip, or 16).")
 flags.DEFINE_integer("stride", None, "Frames between window starts (default: half a window).")
 flags.DEFINE_integer("frame_step", 1, "Process every n-th frame only (for long videos).")
@@ -65,10 +74,14 @@ flags.DEFINE_list("class_names", None, "SavedModel only: class names, if the mod
 
 def main(argv):
     del argv
+    live = is_stream(FLAGS.input)
+    jsonl = FLAGS.jsonl or ("-" if live else None)
     outputs = {"--output": FLAGS.output, "--csv": FLAGS.csv, "--timeline": FLAGS.timeline,
-               "--annotated_video": FLAGS.annotated_video}
+               "--annotated_video": FLAGS.annotated_video, "--jsonl": jsonl}
     if not any(outputs.values()):
         sys.exit(f"predict: nothing to write; give at least one of {', '.join(outputs)}")
+    if live and FLAGS.annotated_video:
+        sys.exit(f"predict: {FLAGS.input} is live: it cannot be read again to write --annotated_video")
     batch = os.path.isdir(FLAGS.input) and bool(list_videos(FLAGS.input))
     if batch and (not FLAGS.output or FLAGS.csv or FLAGS.timeline or FLAGS.annotated_video):
         sys.exit(f"predict: {FLAGS.input} holds videos: give the output folder as --output (and no --csv, --timeline, --annotated_video)")
@@ -95,8 +108,12 @@ def main(argv):
         print(f"{FLAGS.input}: {summary.loc[done, 'video'].nunique()} video(s) done, "
               f"{int((~done).sum())} failed -> {os.path.join(FLAGS.output, SUMMARY_FILE)}")
         return
+    stopping = "predict: stopping; finishing the tracks so far and writing them (Ctrl-C again to abort)"
     try:
-        prediction = predict_video(FLAGS.input, model, config, alignment)
+        with _window_lines(jsonl) as lines, stop_on_signals(stopping) as stop:
+            observers = [lines] if lines else []
+            observers += [LiveDisplay(model.class_names)] if FLAGS.display else []
+            prediction = predict_video(FLAGS.input, model, config, alignment, observer=Observers(*observers), stop=stop)
         result = VideoPrediction(prediction)
         written = [result.to_json(FLAGS.output)] if FLAGS.output else []
         written += result.to_csv(FLAGS.csv) if FLAGS.csv else []
@@ -105,10 +122,14 @@ def main(argv):
     except InputError as error:
         sys.exit(f"predict: {error}")
     stats = prediction["stats"]
+    ended = " (stopped)" if prediction["interrupted"] else " (the stream ended)" if live else ""
     print(
-        f"{FLAGS.input}: {stats['frames_read']} frames read, {stats['frames_processed']} processed, "
-        f"{len(prediction['tracks'])} face track(s) -> {', '.join(written)}"
+        f"{FLAGS.input}: {stats['frames_read']} frames read{ended}, {stats['frames_processed']} processed, "
+        f"{len(prediction['tracks'])} face track(s) -> {', '.join(written) or 'standard output'}",
+        file=sys.stderr if jsonl == "-" else sys.stdout,
     )
+    if jsonl == "-":  # standard output holds the JSON lines only
+        return
     for track in prediction["tracks"]:
         print(
             f"  track {track['track']}: frames {track['first_frame']}-{track['last_frame']}, "
@@ -118,3 +139,15 @@ def main(argv):
         print(f"  track {track['track']} dropped (from frame {track['first_frame']}): {track['reason']}")
     if not prediction["tracks"] and not prediction["dropped_tracks"]:
         print("  no face detected in any processed frame")
+
+
+@contextlib.contextmanager
+def _window_lines(path):
+    """A `WindowLines` writing to `path` ("-": standard output), or None without a path."""
+    if path is None:
+        yield None
+    elif path == "-":
+        yield WindowLines(sys.stdout)
+    else:
+        with open(path, "a", encoding="utf-8") as file:
+            yield WindowLines(file)

@@ -19,6 +19,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+STREAM_PATTERN = re.compile(r"^(\d+|[a-zA-Z][a-zA-Z0-9+.-]*://.+)$")
+"""A camera index or a URL (see `is_stream`)."""
 IMAGE_EXTENSIONS = frozenset(
     {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}
 )
@@ -123,15 +125,24 @@ def read_image(path: str, max_side: int = 1280) -> np.ndarray:
     return _normalise(image, path, max_side)
 
 
+def is_stream(source: str) -> bool:
+    """Whether `source` names a live source: a camera index ("0") or a URL ("rtsp://...",
+    "http://...", any scheme://) rather than a file or folder."""
+    return bool(STREAM_PATTERN.match(os.fspath(source)))
+
+
 def _open_video(path: str) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(path)
+    stream = is_stream(path)
+    capture = cv2.VideoCapture(int(path) if path.isdigit() else path)
     if not capture.isOpened():
         capture.release()
-        raise InputError(path, "cannot open video (unreadable, corrupt or unsupported format)")
+        what = "stream or camera" if stream else "video (unreadable, corrupt or unsupported format)"
+        raise InputError(path, f"cannot open {what}")
     return capture
 
 
 def _iter_video(path: str, max_side: int) -> Iterator[np.ndarray]:
+    """The frames of a video file, or of a stream until it ends or drops."""
     capture = _open_video(path)
     count = 0
     try:
@@ -144,11 +155,12 @@ def _iter_video(path: str, max_side: int) -> Iterator[np.ndarray]:
     finally:
         capture.release()
     if count == 0:
-        raise InputError(path, "video contains no decodable frames")
+        raise InputError(path, "stream gave no frame" if is_stream(path) else "video contains no decodable frames")
 
 
 def iter_frames(path: str, max_side: int = 1280) -> Iterator[np.ndarray]:
-    """Yields the frames of a video file, of a folder of images, or of one image file.
+    """Yields the frames of a video file, of a folder of images, of one image file, or of a
+    live source (`is_stream`: a camera index or a stream URL, read until it ends or drops).
 
     Videos are anything OpenCV's VideoCapture decodes (.avi, .mp4, .mkv, ...).
     A folder yields its image files (see IMAGE_EXTENSIONS) sorted by name,
@@ -162,6 +174,9 @@ def iter_frames(path: str, max_side: int = 1280) -> Iterator[np.ndarray]:
             frames, empty folder, unreadable image in a folder.
     """
     path = os.fspath(path)
+    if is_stream(path):
+        yield from _iter_video(path, max_side)
+        return
     _check_exists(path)
     if os.path.isdir(path):
         for image_path in _folder_images(path):
@@ -208,9 +223,10 @@ def _container_property(path: str, property_id: int) -> float:
     """An OpenCV capture property of a video file (positive), else 0.0 (folders, image files,
     videos that do not say)."""
     path = os.fspath(path)
-    _check_exists(path)
-    if os.path.isdir(path) or _is_image_file(path):
-        return 0.0
+    if not is_stream(path):
+        _check_exists(path)
+        if os.path.isdir(path) or _is_image_file(path):
+            return 0.0
     capture = _open_video(path)
     try:
         value = float(capture.get(property_id))

@@ -27,7 +27,7 @@ from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.video import InputError, claimed_frame_count
 from keras_emotion.files import atomic_write, read_json
 from keras_emotion.inference.clip_model import ClipModel
-from keras_emotion.inference.predictor import PredictConfig, predict_video
+from keras_emotion.inference.predictor import PredictConfig, PredictionObserver, predict_video
 from keras_emotion.inference.results import VideoPrediction
 
 PREDICTION_FILE = "prediction.json"
@@ -91,10 +91,21 @@ def predict_folder(
     return summary
 
 
+class _FrameProgress(PredictionObserver):
+    """A progress bar over the frames of one video."""
+
+    def __init__(self, path: str):
+        self.bar = keras.utils.Progbar(
+            claimed_frame_count(path) or None, unit_name="frame", verbose=1 if sys.stdout.isatty() else 2
+        )
+
+    def on_frame(self, frame_index, frame, boxes):
+        self.bar.update(frame_index + 1)
+
+
 def _predict_one(path: str, model: ClipModel, config: PredictConfig, alignment: Optional[AlignmentConfig]):
     """`predict_video` of one file with a progress bar over its frames."""
-    progress = keras.utils.Progbar(claimed_frame_count(path) or None, unit_name="frame",
-                                   verbose=1 if sys.stdout.isatty() else 2)
-    prediction = predict_video(path, model, config, alignment, progress=progress.update)
-    progress.update(prediction["stats"]["frames_read"], finalize=True)
+    progress = _FrameProgress(path)
+    prediction = predict_video(path, model, config, alignment, observer=progress)
+    progress.bar.update(prediction["stats"]["frames_read"], finalize=True)
     return VideoPrediction(prediction)

@@ -49,8 +49,9 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import threading
 import time
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -114,6 +115,19 @@ class PredictConfig:
             raise ValueError(f"PredictConfig.max_missed={self.max_missed}; must be >= 0")
 
 
+class PredictionObserver:
+    """Hooks `predict_video` calls while it runs (override those you need; these do nothing):
+    a live display, JSON lines per window from a stream, a progress bar."""
+
+    def on_frame(self, frame_index: int, frame: np.ndarray, boxes: dict) -> None:
+        """After each processed frame: its index in the video, the uint8 (H, W, 3) RGB frame and
+        {track id: (4,) [left, top, right, bottom]} of the faces detected or followed into it."""
+
+    def on_window(self, window: dict) -> None:
+        """As soon as a window is predicted: its entry of the result's track "windows" plus its
+        "track" and "segment"."""
+
+
 class _Track:
     """One tracked face while the video is read: its windows and what it will report."""
 
@@ -146,8 +160,17 @@ def _rounded(values) -> list:
 class VideoPredictor:
     """Runs the prediction of the module docstring over the frames of one video."""
 
-    def __init__(self, model: ClipModel, config: PredictConfig, aligner: FaceAligner):
+    def __init__(
+        self,
+        model: ClipModel,
+        config: PredictConfig,
+        aligner: FaceAligner,
+        observer: Optional[PredictionObserver] = None,
+        stop: Optional[threading.Event] = None,
+    ):
         self.model, self.config, self.aligner = model, config, aligner
+        self.observer, self.stop = observer or PredictionObserver(), stop
+        self.interrupted = False
         self.window = config.window or model.num_frames or DEFAULT_WINDOW
         self.stride = config.stride or max(1, self.window // 2)
         SlidingWindows(self.window, self.stride)  # checks window and stride before any work
@@ -172,6 +195,9 @@ class VideoPredictor:
         "frames", "tracks" and "dropped_tracks" parts of the prediction (see `predict_video`)."""
         frames = iter(frames)
         while True:
+            if self.stop is not None and self.stop.is_set():
+                self.interrupted = True
+                break
             with self._timed("reading"):
                 next_frame = next(frames, None)
             if next_frame is None:
@@ -195,6 +221,8 @@ class VideoPredictor:
         detects them; then predicts the windows completed in the frame, in one batch."""
         self._track_faces(frame_index, frame)
         self._predict_queued()
+        boxes = self._frame_records[-1]["tracks"]
+        self.observer.on_frame(frame_index, frame, {self._reported_id[key]: box for key, box in boxes.items()})
 
     def _track_faces(self, frame_index: int, frame: np.ndarray) -> None:
         if self._since_detection is not None and self._since_detection + 1 < self.config.detect_every:
@@ -366,15 +394,15 @@ class VideoPredictor:
             importance = np.bincount(indices, weights=prediction.frame_importance, minlength=len(window.items))
             for offset, value in enumerate(importance):
                 track.importance_sums[first + offset] += float(value)
-            track.window_results.append(
-                {
-                    "first_frame": window.frame_indices[0],
-                    "last_frame": window.frame_indices[-1],
-                    "label": self.model.class_names[int(np.argmax(prediction.probabilities))],
-                    "probabilities": dict(zip(self.model.class_names, _rounded(prediction.probabilities))),
-                    "frame_importance": _rounded(importance),
-                }
-            )
+            result = {
+                "first_frame": window.frame_indices[0],
+                "last_frame": window.frame_indices[-1],
+                "label": self.model.class_names[int(np.argmax(prediction.probabilities))],
+                "probabilities": dict(zip(self.model.class_names, _rounded(prediction.probabilities))),
+                "frame_importance": _rounded(importance),
+            }
+            track.window_results.append(result)
+            self.observer.on_window({"track": track.track_id, "segment": track.segment, **result})
         self._queued_windows = []
 
     def _end(self, track: _Track) -> None:
@@ -431,7 +459,8 @@ def predict_video(
     config: PredictConfig = PredictConfig(),
     alignment: Optional[AlignmentConfig] = None,
     fps: Optional[float] = None,
-    progress: Optional[Callable[[int], None]] = None,
+    observer: Optional[PredictionObserver] = None,
+    stop: Optional[threading.Event] = None,
 ) -> dict:
     """Predicts the emotion of every face of a video (or image folder), streaming its frames.
 
@@ -440,7 +469,10 @@ def predict_video(
             the frames themselves, uint8 (N, H, W, 3) RGB (or one (H, W, 3) image).
         fps: the frame rate of frames given as an array (default 0: unknown); for a file,
             None reads it from the file.
-        progress: called with the number of frames read so far after each processed frame.
+        observer: called after each processed frame and each predicted window
+            (`PredictionObserver`), e.g. to show the faces live or stream the windows.
+        stop: when set (e.g. by a Ctrl-C handler), no further frame is read: the tracks so
+            far are finished and returned, with "interrupted": true.
         model: from `load_clip_model`.
         config: windows, tracking and frame skipping.
         alignment: face detection and alignment settings; None = `default_alignment(model)`.
@@ -448,8 +480,8 @@ def predict_video(
 
     Returns:
         A JSON-ready dict:
-            source (the path, or "<array of N frames>"), fps (0 when unknown), frame_step,
-            max_side, window (W), stride,
+            source (the path or stream, or "<array of N frames>"), fps (0 when unknown),
+            frame_step, max_side, window (W), stride, interrupted (stopped by `stop`),
             model: {"path", "format", "class_names", "frames_per_clip" (F, or None when
                 the model is given every frame of a window)}
             frames: per processed frame {"frame": index in the video, "faces": faces detected
@@ -484,13 +516,10 @@ def predict_video(
         fps = video_fps(source) if fps is None else fps
     alignment = alignment or default_alignment(model)
     aligner = FaceAligner(dataclasses.replace(alignment, output_size=model.face_size))
-    predictor = VideoPredictor(model, config, aligner)
+    predictor = VideoPredictor(model, config, aligner, observer, stop)
     frames_read = itertools.count()
     numbered = ((next(frames_read), frame) for frame in frames)
-    processed = itertools.islice(numbered, 0, None, config.frame_step)
-    if progress is not None:
-        processed = _reporting(processed, progress)
-    result = predictor.run(processed)
+    result = predictor.run(itertools.islice(numbered, 0, None, config.frame_step))
     return {
         "source": source,
         "fps": fps,
@@ -498,6 +527,7 @@ def predict_video(
         "max_side": config.max_side,
         "window": predictor.window,
         "stride": predictor.stride,
+        "interrupted": predictor.interrupted,
         "model": {**model.description, "class_names": model.class_names, "frames_per_clip": model.num_frames},
         **result,
         "stats": {
@@ -508,13 +538,6 @@ def predict_video(
             "seconds": {name: round(value, 3) for name, value in predictor.seconds.items()},
         },
     }
-
-
-def _reporting(frames: Iterator[tuple], progress: Callable[[int], None]) -> Iterator[tuple]:
-    """`frames` (index, frame) as they are, calling `progress(index + 1)` once each is processed."""
-    for index, frame in frames:
-        yield index, frame
-        progress(index + 1)
 
 
 def write_prediction(prediction: dict, path: str) -> str:

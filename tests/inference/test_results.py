@@ -157,7 +157,7 @@ def test_the_command_line_writes_the_tables_picture_and_video(two_faces_video, t
     nothing = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert nothing.returncode == 1
     assert nothing.stderr.strip().endswith(
-        "predict: nothing to write; give at least one of --output, --csv, --timeline, --annotated_video"
+        "predict: nothing to write; give at least one of --output, --csv, --timeline, --annotated_video, --jsonl"
     )
     outputs = [f"--csv={tmp_path / 'csv'}", f"--timeline={tmp_path / 't.png'}", f"--annotated_video={tmp_path / 'a.mp4'}"]
     done = subprocess.run(command + outputs, capture_output=True, text=True, env=env, timeout=300)
