@@ -68,6 +68,8 @@ flags.DEFINE_float(
     "max_appearance_change", PredictConfig.max_appearance_change,
     "A followed face whose aligned face changes more than this (mean gray difference) is detected again.",
 )
+flags.DEFINE_bool("reidentify", PredictConfig.reidentify, "A face that comes back after its track ended gets its id again (dlib face descriptors).")
+flags.DEFINE_float("max_identity_distance", PredictConfig.max_identity_distance, "Largest face-descriptor distance of one person.")
 flags.DEFINE_integer("num_frames", None, "SavedModel only: frames given per window (default: all of them).")
 flags.DEFINE_list("class_names", None, "SavedModel only: class names, if the model does not tell them.")
 
@@ -94,6 +96,8 @@ def main(argv):
         min_detections=FLAGS.min_detections,
         detect_every=FLAGS.detect_every,
         max_appearance_change=FLAGS.max_appearance_change,
+        reidentify=FLAGS.reidentify,
+        max_identity_distance=FLAGS.max_identity_distance,
     )
     model = load_clip_model(FLAGS.model, FLAGS.num_frames, FLAGS.class_names)
     alignment = dataclasses.replace(default_alignment(model), cnn_fallback=FLAGS.cnn_fallback)

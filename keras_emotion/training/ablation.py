@@ -412,12 +412,7 @@ def run_dir(output_dir: str, row: AblationRow, fold: int, seed: int) -> str:
 
 
 def make_train_config(
-    config: AblationConfig,
-    row: AblationRow,
-    fold: int,
-    seed: int,
-    num_classes: int,
-    cached: Optional[CachedFolds] = None,
+    config: AblationConfig, row: AblationRow, fold: int, seed: int, num_classes: int, cached: Optional[CachedFolds] = None
 ) -> TrainConfig:
     """The TrainConfig of one run: the row's model, no validation; images route: the fold's
     train split and `config`'s backbone; cache route (`cached`): the maps' backbone, the
@@ -477,12 +472,7 @@ def train_head_on_maps(config: TrainConfig, clips: FaceClips) -> tuple:
 
 
 def run_one(
-    config: AblationConfig,
-    row: AblationRow,
-    fold: int,
-    seed: int,
-    num_classes: int,
-    cached: Optional[CachedFolds] = None,
+    config: AblationConfig, row: AblationRow, fold: int, seed: int, num_classes: int, cached: Optional[CachedFolds] = None
 ) -> dict:
     """Trains and evaluates one run, unless its metrics.json exists; returns its metrics.
 
@@ -663,7 +653,7 @@ def plot_results(summaries: list, path: str, title: str = "") -> str:
     from matplotlib.figure import Figure
 
     done = [summary for summary in summaries if summary["runs"]]
-    figure = Figure(figsize=(8, 0.35 * len(done) + 1.5), dpi=100)
+    figure = Figure(figsize=(9, 0.35 * len(done) + 1.5), dpi=100)
     axes = figure.add_subplot()
     positions = np.arange(len(done))
     for offset, key, label in ((-0.2, "accuracy", "accuracy"), (0.2, "uar", "UAR")):
@@ -675,7 +665,7 @@ def plot_results(summaries: list, path: str, title: str = "") -> str:
     axes.set_xlabel("% on held-out subjects (mean ± std over folds x seeds)")
     low = min(summary["uar_mean"] - summary["uar_std"] for summary in done) if done else 0
     axes.set_xlim(max(0.0, 10 * np.floor(low / 10) - 10), 100)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.set_title(title)
     figure.tight_layout()
     with atomic_write(path, keep_suffix=".png") as temp:
