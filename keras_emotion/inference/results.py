@@ -108,8 +108,9 @@ class VideoPrediction:
     def frames(self) -> pd.DataFrame:
         """One row per face per processed frame (see the module doc)."""
         if self._frames is None:
+            records = {record["frame"]: record for record in self.prediction["frames"]}
             self._frames = pd.concat(
-                [self._track_frames(track) for track in self.prediction["tracks"]] or [self._empty_frames()],
+                [self._track_frames(track, records) for track in self.prediction["tracks"]] or [self._empty_frames()],
                 ignore_index=True,
             )
         return self._frames
@@ -118,7 +119,8 @@ class VideoPrediction:
         columns = ["frame", "time", "track", *BOX_COLUMNS, "source", *self.class_names, "label", "importance"]
         return pd.DataFrame({column: [] for column in columns})
 
-    def _track_frames(self, track: dict) -> pd.DataFrame:
+    def _track_frames(self, track: dict, records: dict) -> pd.DataFrame:
+        """The rows of one track's stretch (`records`: the prediction's frame records by frame)."""
         step = self.prediction["frame_step"]
         frames = track["first_frame"] + step * np.arange(track["num_frames"])
         probabilities = np.zeros((len(frames), len(self.class_names)))
@@ -128,7 +130,6 @@ class VideoPrediction:
             probabilities[inside] += [window["probabilities"][name] for name in self.class_names]
             covering[inside] += 1
         probabilities /= np.maximum(covering, 1)[:, np.newaxis]
-        records = {record["frame"]: record for record in self.prediction["frames"]}
         key = str(track["track"])
         boxes = np.full((len(frames), 4), np.nan)
         sources = []
