@@ -86,12 +86,13 @@ def write_json_atomically(path: str | os.PathLike, values) -> str:
     return path
 
 
-def read_json(path: str | os.PathLike, format_version: Optional[int] = None) -> Any:
+def read_json(path: str | os.PathLike, format_version: Optional[int | tuple] = None) -> Any:
     """The JSON value stored in the file `path`.
 
     Args:
         path: the file.
-        format_version: when given, the value must be an object whose "format_version" is this.
+        format_version: when given, the value must be an object whose "format_version" is this
+            (or one of these, a tuple).
 
     Raises:
         OSError: the file cannot be read (FileNotFoundError when it is missing).
@@ -103,9 +104,11 @@ def read_json(path: str | os.PathLike, format_version: Optional[int] = None) -> 
     except json.JSONDecodeError as error:
         raise ValueError(f"{os.fspath(path)}: not valid JSON ({error})") from error
     if format_version is not None:
+        readable = format_version if isinstance(format_version, tuple) else (format_version,)
         found = values.get("format_version") if isinstance(values, dict) else None
-        if found != format_version:
-            raise ValueError(f"{os.fspath(path)}: format_version={found!r}; this library reads {format_version}")
+        if found not in readable:
+            versions = " or ".join(str(version) for version in readable)
+            raise ValueError(f"{os.fspath(path)}: format_version={found!r}; this library reads {versions}")
     return values
 
 

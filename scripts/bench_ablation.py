@@ -6,7 +6,7 @@ prints JSON.
 
 Both routes run the same row on the same CK+48 fold with the same backbone (dlib_resnet_256 at
 the shipped model's 112 px; from images it trains end to end at the paper's backbone rate, as
-`scripts/ablation.py --tfrecords` does, on unaligned CK+48 TFRecords written first). Each run is
+`keras-emotion ablation --data` does, on unaligned CK+48 TFRecords written first). Each run is
 a new seed; the median and every run's seconds are reported, with the one-off seconds of the
 cache (maps of every CK+48 frame in 4 views) and of writing the TFRecords. The cache route is also
 timed at the ablation's 30 epochs (its runs are mostly fixed cost, so seconds do not scale with
@@ -22,14 +22,13 @@ import tempfile
 import time
 
 import keras
-from absl import app, flags
+from absl import flags
 
 from keras_emotion import testing
+from keras_emotion.cli import SHARED_DATA, run
 from keras_emotion.data.emotions import EMOTIONS
 from keras_emotion.training import feature_cache
 from keras_emotion.training.ablation import ABLATION_ROWS, AblationConfig, cached_folds, run_one, select_rows, write_folds
-
-SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("ck48_dir", os.path.join(SHARED_DATA, "ck48", "CK+48"), "CK+48 folder.")
@@ -118,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

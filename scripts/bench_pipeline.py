@@ -1,7 +1,7 @@
 """Benchmark of the training input pipeline against raw JPEG decoding; prints JSON.
 
     python scripts/bench_pipeline.py                      # temporary CK+48 set, 48-frame clips
-    python scripts/bench_pipeline.py --tfrecord_dir=tfrecords/ck48 --split=train
+    python scripts/bench_pipeline.py --data=tfrecords/ck48 --split=train
 
 Reports the clips/s and frames/s that `build_dataset` delivers in training mode (random
 sampling, crop, flip, colour jitter) and, for the same number of frames of the same shards,
@@ -23,19 +23,15 @@ import statistics
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from keras_emotion.cli import SHARED_DATA, define_alias, run
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("tfrecord_dir", "", "Shards to read; empty builds a temporary unaligned CK+48 set.")
-flags.DEFINE_string("split", "train", "Split of --tfrecord_dir.")
-flags.DEFINE_string(
-    "ck48_dir",
-    os.path.join(REPO_ROOT, "..", "shared", "data", "ck48", "CK+48"),
-    "CK+48 folder for the temporary set.",
-)
+flags.DEFINE_string("data", "", "Shards to read; empty builds a temporary unaligned CK+48 set.")
+define_alias("tfrecord_dir", "data")
+flags.DEFINE_string("split", "train", "Split of --data.")
+flags.DEFINE_string("ck48_dir", os.path.join(SHARED_DATA, "ck48", "CK+48"), "CK+48 folder for the temporary set.")
 flags.DEFINE_integer("clip_length", 48, "Frames per clip of the temporary set.")
 flags.DEFINE_integer("max_clips", 64, "Clips in the temporary set.")
 flags.DEFINE_integer("num_frames", 16, "Frames sampled per clip.")
@@ -127,8 +123,8 @@ def _benchmark(tfrecord_dir: str) -> dict:
     fractions = [parallel[0] / pipeline[0] for pipeline, parallel in zip(pipeline_times, parallel_times)]
     return {
         "cpu_count": os.cpu_count(),
-        "tfrecord_dir": tfrecord_dir if FLAGS.tfrecord_dir else "temporary CK+48 set",
-        "clip_length": FLAGS.clip_length if not FLAGS.tfrecord_dir else None,
+        "tfrecord_dir": tfrecord_dir if FLAGS.data else "temporary CK+48 set",
+        "clip_length": FLAGS.clip_length if not FLAGS.data else None,
         "num_frames": FLAGS.num_frames,
         "image_size": FLAGS.image_size,
         "batch_size": FLAGS.batch_size,
@@ -151,8 +147,8 @@ def main(argv):
     del argv
     from keras_emotion import testing
 
-    if FLAGS.tfrecord_dir:
-        result = _benchmark(FLAGS.tfrecord_dir)
+    if FLAGS.data:
+        result = _benchmark(FLAGS.data)
     else:
         with tempfile.TemporaryDirectory() as directory:
             clips = testing.ck48_raw_clips(
@@ -164,4 +160,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

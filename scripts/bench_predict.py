@@ -10,7 +10,7 @@ The video: the public-domain astronaut photograph (skimage) cropped to her head,
 face, moving on a Lissajous path (at most about 9 px a frame) over a 1280x720 background
 (skimage's coffee), MJPG. The model: predict.py's default, the shipped model (keras_emotion/pretrained:
 compact_wide backbone + SA + temporal softmax pooling, 16-frame windows of 48 px faces), or
-`--model_dir`. Detection at the default upsampling (1), no CNN fallback (predict.py's defaults).
+`--model`. Detection at the default upsampling (1), no CNN fallback (predict.py's defaults).
 
 The fer loop reproduces `fer.FER.detect_emotions` on every frame without importing `fer` (whose
 dependencies are not in this environment): OpenCV's Haar cascade (scale 1.1, 5 neighbours,
@@ -38,9 +38,10 @@ import time
 
 import cv2
 import numpy as np
-from absl import app, flags
+from absl import flags
 from skimage import data as skimage_data
 
+from keras_emotion.cli import define_alias, run
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
 FLAGS = flags.FLAGS
@@ -52,8 +53,9 @@ flags.DEFINE_string(
     "fer_opencv_dir", None, "Folder holding an OpenCV 4 `cv2` package for the fer loop (OpenCV 5 has no Haar cascades)."
 )
 flags.DEFINE_enum("child", None, ["fast", "every_frame", "fer_loop"], "Internal: run one path and print JSON.")
-flags.DEFINE_string("video", None, "Internal: the video of a child run.")
-flags.DEFINE_string("model_dir", PRETRAINED_MODEL_DIR, "Trained-model folder or SavedModel to predict with.")
+flags.DEFINE_string("input", None, "Internal: the video of a child run.")
+flags.DEFINE_string("model", PRETRAINED_MODEL_DIR, "Trained-model folder or SavedModel to predict with.")
+define_alias("model_dir", "model")
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25.0
 HEAD_SIDE = 400  # the astronaut's head crop is resized to this: a face box of about 130 px
@@ -174,17 +176,17 @@ def run_fer_loop(video: str) -> dict:
 
 def child_main() -> None:
     if FLAGS.child == "fer_loop":
-        result = run_fer_loop(FLAGS.video)
+        result = run_fer_loop(FLAGS.input)
     else:
         from keras_emotion.inference import PredictConfig
 
         detect_every = 1 if FLAGS.child == "every_frame" else PredictConfig.detect_every
-        result = run_predict_video(FLAGS.video, FLAGS.model_dir, detect_every)
+        result = run_predict_video(FLAGS.input, FLAGS.model, detect_every)
     print(json.dumps(result))
 
 
 def run_child(path: str, video: str, model_dir: str) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), f"--child={path}", f"--video={video}", f"--model_dir={model_dir}"]
+    command = [sys.executable, os.path.abspath(__file__), f"--child={path}", f"--input={video}", f"--model={model_dir}"]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     if path == "fer_loop" and FLAGS.fer_opencv_dir:
         python_path = [FLAGS.fer_opencv_dir, os.environ.get("PYTHONPATH", "")]
@@ -211,7 +213,7 @@ def main(argv):
         write_video(video, FLAGS.frames, FLAGS.faces)
         for _ in range(FLAGS.repeats):
             for path in FLAGS.paths:  # alternately, so that every path sees the same load
-                runs[path].append(run_child(path, video, FLAGS.model_dir))
+                runs[path].append(run_child(path, video, FLAGS.model))
     results = {}
     for path, path_runs in runs.items():
         rates = [run["frames"] / run["seconds"] for run in path_runs]
@@ -254,4 +256,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

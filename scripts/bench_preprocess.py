@@ -23,17 +23,16 @@ import time
 
 import cv2
 import numpy as np
-from absl import app, flags
+from absl import flags
 from skimage import data as skimage_data
 
+from keras_emotion.cli import SHARED_DATA, run
 from keras_emotion.data.datasets import load_dataset
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner
 from keras_emotion.data.preprocess import PreprocessConfig, preprocess_corpus
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 FLAGS = flags.FLAGS
-flags.DEFINE_string("ck48", os.path.join(REPO_ROOT, "..", "shared", "data", "ck48", "CK+48"), "CK+48 folder.")
+flags.DEFINE_string("ck48", os.path.join(SHARED_DATA, "ck48", "CK+48"), "CK+48 folder.")
 flags.DEFINE_integer("clips", 60, "Clips to preprocess (evenly spread over the sorted corpus).")
 flags.DEFINE_list("workers", ["1", "2"], "Numbers of worker processes to time.")
 flags.DEFINE_integer("upsample", 1, "Detector upsampling.")
@@ -109,4 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -105,10 +105,9 @@ def _tfrecord_batches(image_size: int, directory: str):
 def _write_ck48_tfrecords(directory: str) -> None:
     """CK+48 clips chained to 48 frames each (so that sampling F frames matters), as TFRecords."""
     from keras_emotion import testing
+    from keras_emotion.cli import SHARED_DATA  # here: it imports TensorFlow, which the JAX route may lack
 
-    ck48_dir = FLAGS.ck48_dir or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ck48", "CK+48"
-    )
+    ck48_dir = FLAGS.ck48_dir or os.path.join(SHARED_DATA, "ck48", "CK+48")
     clips = testing.ck48_raw_clips(ck48_dir, frames_per_clip=48, max_clips=32)
     testing.write_shards(clips, directory, split="train", num_shards=2)
 

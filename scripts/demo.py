@@ -1,6 +1,6 @@
 """The main job, end to end on a synthetic demo corpus, in a few minutes on 2 CPU cores.
 
-    python scripts/demo.py                      # everything under runs/demo
+    python scripts/demo.py                      # everything under runs/demo (of the current folder)
 
 Stages (each prints a summary and where its outputs are):
 
@@ -30,8 +30,9 @@ import os
 import shutil
 import time
 
-from absl import app, flags
+from absl import flags
 
+from keras_emotion.cli import run  # first: it imports TensorFlow without its load notices
 from keras_emotion.data.datasets import load_dataset
 from keras_emotion.data.demo import INDEX_NAME, SEQUENCE_NAME, make_demo_corpus
 from keras_emotion.data.faces import AlignmentConfig
@@ -51,12 +52,11 @@ from keras_emotion.training.config import train_config
 from keras_emotion.training.evaluation import evaluate_model_dir, summarize
 from keras_emotion.training.task import train
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_NAME = "emotion"
 FIG2_FIRST_FRAME = 40  # the shipped model's Fig. 2 shows video frames 40 .. 55
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", os.path.join(REPO_ROOT, "runs", "demo"), "Folder of every output.")
+flags.DEFINE_string("output_dir", os.path.join("runs", "demo"), "Folder of every output (default in the current folder).")
 flags.DEFINE_integer("num_train", 16, "Corpus: training clips per class.")
 flags.DEFINE_integer("num_val", 6, "Corpus: validation clips per class.")
 flags.DEFINE_integer("frames", 12, "Corpus: frames per clip.")
@@ -190,4 +190,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -1,74 +1,10 @@
-"""Pre-trains a compact face backbone on FER2013 (see keras_emotion.training.pretrain).
+"""Pre-trains a face backbone on FER2013 (see keras_emotion.training.pretrain).
 
-    python scripts/pretrain_backbone.py --backbone compact_wide --image_size 48 --epochs 30
-
-Writes `<output_dir>/<backbone>_fer2013.weights.h5` (the backbone's weights at the best
-validation accuracy; give it to ModelConfig(backbone=..., backbone_weights=...)) and
-`<output_dir>/<backbone>_fer2013.json` (classes, image size, per-epoch history). Rerunning the
-same command after a crash resumes from `<output_dir>/backup`.
+The command `keras-emotion pretrain` runs the same `main` (keras_emotion.cli.pretrain); --help lists the flags.
 """
 
-import os
-import sys
-
-from absl import app, flags
-
-from keras_emotion.data.video import InputError
-from keras_emotion.training.pretrain import PRETRAINABLE_BACKBONES, PretrainConfig, pretrain
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "data_dir",
-    os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "fer2013"),
-    "Folder with train/<class>/*.jpg and validation/<class>/*.jpg.",
-)
-flags.DEFINE_string("output_dir", os.path.join(REPO_ROOT, "runs", "pretrain"), "Output folder.")
-flags.DEFINE_enum("backbone", "compact", PRETRAINABLE_BACKBONES, "Backbone to pre-train.")
-flags.DEFINE_integer("epochs", 30, "Training epochs (the cosine schedule spans them all).")
-flags.DEFINE_integer("batch_size", 64, "Images per step.")
-flags.DEFINE_integer("image_size", 64, "Side the faces are resized to (a multiple of 16).")
-flags.DEFINE_float("learning_rate", 2e-3, "Peak AdamW learning rate.")
-flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and augmentation.")
-flags.DEFINE_integer("max_per_class", None, "Use at most this many images per class (quick runs).")
-flags.DEFINE_float("weight_decay", PretrainConfig.weight_decay, "Decoupled AdamW weight decay.")
-flags.DEFINE_float("ferplus_weight", 0.0, "Blend of the FER+ vote distribution into the FER2013 targets (0..1).")
-flags.DEFINE_list("extra_data_dirs", [], "More class-folder corpora to train on (e.g. ExpW, SFEW); part held out.")
-flags.DEFINE_float("backbone_lr_multiplier", 1.0, "Backbone learning rate / classifier learning rate (0.02 for dlib_resnet).")
-flags.DEFINE_string("initial_weights", None, "Backbone weights to start from (continue an earlier run's fine-tuning).")
-flags.DEFINE_float("holdout_fraction", PretrainConfig.holdout_fraction, "Part of each extra corpus held out.")
-
-
-def main(argv):
-    del argv
-    config = PretrainConfig(
-        data_dir=FLAGS.data_dir,
-        output_dir=FLAGS.output_dir,
-        backbone=FLAGS.backbone,
-        image_size=FLAGS.image_size,
-        epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate,
-        seed=FLAGS.seed,
-        max_per_class=FLAGS.max_per_class,
-        weight_decay=FLAGS.weight_decay,
-        ferplus_weight=FLAGS.ferplus_weight,
-        extra_data_dirs=tuple(FLAGS.extra_data_dirs),
-        holdout_fraction=FLAGS.holdout_fraction,
-        backbone_lr_multiplier=FLAGS.backbone_lr_multiplier,
-        initial_weights=FLAGS.initial_weights,
-    )
-    try:
-        result = pretrain(config, verbose=1 if sys.stdout.isatty() else 2)
-    except InputError as error:
-        raise app.UsageError(str(error)) from None
-    report = result.report
-    print(
-        f"best epoch {report['best_epoch']}/{report['epochs']}: validation accuracy "
-        f"{report['best_val_accuracy']:.4f} -> {result.weights_path} ({result.report_path})"
-    )
-
+from keras_emotion.cli import run
+from keras_emotion.cli.pretrain import main
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

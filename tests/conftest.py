@@ -88,7 +88,7 @@ def small_demo_corpus(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def tiny_trained_model_dir(tmp_path_factory) -> str:
-    """A `training.task.save_trained_model` folder of an untrained tiny model for the 4 demo
+    """A `models.saving.save_trained_model` folder of an untrained tiny model for the 4 demo
     classes: compact backbone, 8 frames, 64 px crops of the 73 px resized face, 2 SA heads,
     temporal softmax pooling. Its class-score kernel is scaled up 200 times so that the
     probabilities and frame importances differ clearly from one input to another."""
@@ -97,7 +97,7 @@ def tiny_trained_model_dir(tmp_path_factory) -> str:
     from keras_emotion.data.demo import CLASS_NAMES
     from keras_emotion.data.config import InputConfig
     from keras_emotion.models import ModelConfig, build_model
-    from keras_emotion.training.task import save_trained_model
+    from keras_emotion.models.saving import save_trained_model
 
     config = ModelConfig(num_classes=4, num_frames=8, image_size=64, num_heads=2, attention_units=8)
     keras.utils.set_random_seed(5)

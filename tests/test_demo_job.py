@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -16,11 +17,14 @@ from keras_emotion.data.demo import CLASS_NAMES
 from keras_emotion.data.emotions import EMOTIONS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# An INFO line of TensorFlow or absl (Python or C++), or absl's notice before its C++ logging starts.
+INFO_LINE = re.compile(r"^I\d{4} |^INFO|^W\d{4} |^WARNING: All log messages", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """(output folder, stdout) of the demo job: 2 + 1 clips of 4 frames per class, 1 epoch at 32 px."""
+def demo_process(tmp_path_factory):
+    """(output folder, finished process) of the demo job, with scripts/run_demo.sh's
+    environment: 2 + 1 clips of 4 frames per class, 1 epoch at 32 px."""
     output_dir = tmp_path_factory.mktemp("demo")
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "demo.py"), f"--output_dir={output_dir}", "--num_train=2",
@@ -28,7 +32,20 @@ def demo_run(tmp_path_factory):
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output_dir, result
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_process):
+    """(output folder, stdout) of the demo job."""
+    output_dir, result = demo_process
     return output_dir, result.stdout
+
+
+def test_the_job_prints_no_info_line(demo_process):
+    _, result = demo_process
+    assert not INFO_LINE.search(result.stdout), result.stdout[-3000:]
+    assert not INFO_LINE.search(result.stderr), result.stderr[-3000:]
 
 
 def test_every_stage_reports_where_its_outputs_are(demo_run):

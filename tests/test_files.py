@@ -181,8 +181,8 @@ def test_a_lock_of_a_reused_pid_is_stale_and_one_of_another_host_is_held(tmp_pat
 @pytest.mark.parametrize(
     "script, arguments, locked",
     [
-        ("export.py", ["--model_dir={tmp}/trained", "--base_dir={tmp}/serving", "--name=emo"], "serving/emo"),
-        ("ablation.py", ["--tfrecords={tmp}/tfrecords", "--output_dir={tmp}/ablation"], "ablation"),
+        ("export.py", ["--model={tmp}/trained", "--base_dir={tmp}/serving", "--name=emo"], "serving/emo"),
+        ("ablation.py", ["--data={tmp}/tfrecords", "--output_dir={tmp}/ablation"], "ablation"),
     ],
 )
 def test_export_and_ablation_refuse_an_output_folder_in_use(tmp_path, lock_holder, script, arguments, locked):

@@ -13,11 +13,11 @@ import tensorflow as tf
 
 import keras_emotion
 from keras_emotion.data.emotions import EMOTIONS
+from keras_emotion.data.model_input import decode_images
 from keras_emotion.inference import default_alignment, load_clip_model
 from keras_emotion.inference.predictor import PredictConfig, predict_video
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
-from keras_emotion.training.pretrain import decode_images
-from keras_emotion.training.task import FLOAT16_WEIGHTS_FILE
+from keras_emotion.models.saving import FLOAT16_WEIGHTS_FILE
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FER_IMAGES_PER_CLASS = 40
@@ -113,7 +113,7 @@ def test_predict_and_visualize_use_the_shipped_model_without_model_flag(tmp_path
     assert prediction["tracks"] and all(track["label"] in EMOTIONS for track in prediction["tracks"])
 
     picture = tmp_path / "fig2.png"
-    result = run_script("visualize", "--video", sequence_path, "--num_video_frames", "8", "--output", str(picture))
+    result = run_script("visualize", "--input", sequence_path, "--num_video_frames", "8", "--output", str(picture))
     assert result.returncode == 0, result.stderr[-2000:]
     assert cv2.imread(str(picture)) is not None
 

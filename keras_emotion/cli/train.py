@@ -1,13 +1,14 @@
 """Trains a video emotion model on aligned-face TFRecords (see keras_emotion.training.task).
 
-    keras-emotion train --train_dir tfrecords/afew --val_split val --epochs 30 \
+    keras-emotion train --data tfrecords/afew --val_split val --epochs 30 \
         --backbone compact --backbone_weights runs/pretrain/compact_fer2013.weights.h5 \
         --image_size 64 --output_dir runs/afew_sa_tp
 
     keras-emotion train --config runs/afew_sa_tp/train_config.json --epochs 70 --output_dir runs/afew_70
 
 --config reads a TrainConfig JSON (the train_config.json every run writes); each flag given on
-the command line then overrides its field(s) (see keras_emotion.training.config.TRAIN_OPTIONS).
+the command line then overrides its field(s) (see keras_emotion.training.config.TRAIN_OPTIONS;
+--data and --val_data set its options train_dir and val_dir).
 Writes under --output_dir: train_config.json (the resolved config), history.csv, logs/ (TensorBoard), checkpoints/,
 trained/ (model.keras + model_info.json, the best epoch). Rerunning the same command after a
 crash resumes from the last finished epoch. With TF_CONFIG set, this process is one worker of a
@@ -19,18 +20,22 @@ import sys
 
 from absl import app, flags
 
+from keras_emotion.cli import define_alias
 from keras_emotion.data.integrity import DataIntegrityError
-from keras_emotion.data.metadata import read_manifest
+from keras_emotion.data.manifest import read_manifest
 from keras_emotion.files import OutputDirInUseError
 from keras_emotion.models.config import BACKBONES, SPATIAL_AGGREGATIONS, TEMPORAL_POOLINGS, ModelConfig
+from keras_emotion.models.info import AlignmentMismatchError
 from keras_emotion.training.config import MIXED_PRECISION_POLICIES, TRAIN_OPTIONS, TrainConfig, train_config
 from keras_emotion.training.task import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "A TrainConfig JSON (as train_config.json of a run); the flags given override its fields.")
-flags.DEFINE_string("train_dir", None, "Folder of the training shards (<split>-NNNNN.tfrecord) and manifest.json.")
+flags.DEFINE_string("data", None, "Folder of the training shards (<split>-NNNNN.tfrecord) and manifest.json.")
+define_alias("train_dir", "data")
 flags.DEFINE_string("train_split", "train", "Split name of the training shards.")
-flags.DEFINE_string("val_dir", None, "Folder of the validation shards; default --train_dir.")
+flags.DEFINE_string("val_data", None, "Folder of the validation shards; default --data.")
+define_alias("val_dir", "val_data")
 flags.DEFINE_string("val_split", "val", "Split name of the validation shards; empty for no validation.")
 flags.DEFINE_integer("num_classes", None, "Number of classes; default the manifest's class_names.")
 flags.DEFINE_enum("backbone", ModelConfig.backbone, BACKBONES, "Frame CNN.")
@@ -63,23 +68,25 @@ flags.DEFINE_bool(
     "allow_incomplete", False, "Train on data whose preprocessing did not finish (manifest complete: false)."
 )
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Progress: 1 bar per epoch, 2 one line per epoch.")
+# The flag of each training option: the option's name, but --data and --val_data for train_dir and val_dir.
+OPTION_FLAGS = {option: {"train_dir": "data", "val_dir": "val_data"}.get(option, option) for option in TRAIN_OPTIONS}
 
 
 def config_from_flags() -> TrainConfig:
     """The TrainConfig of --config (or of the defaults), with the flags given set on it."""
     base = TrainConfig.from_json(FLAGS.config) if FLAGS.config else None
     options = {
-        name: FLAGS[name].value
-        for name in TRAIN_OPTIONS
-        if (FLAGS[name].present or base is None) and FLAGS[name].value is not None
+        option: FLAGS[flag].value
+        for option, flag in OPTION_FLAGS.items()
+        if (FLAGS[flag].present or base is None) and FLAGS[flag].value is not None
     }
+    if base is None and not options.get("train_dir"):
+        raise app.UsageError("give --config or --data")
     if base is None and options.get("num_classes") is None:
-        if not options.get("train_dir"):
-            raise app.UsageError("give --config or --train_dir")
         manifest = read_manifest(options["train_dir"])
         if manifest is None:
             raise app.UsageError(f"{options['train_dir']} has no manifest.json: give --num_classes")
-        options["num_classes"] = len(manifest["class_names"])
+        options["num_classes"] = len(manifest.class_names)
     return train_config(base, **options)
 
 
@@ -92,7 +99,7 @@ def main(argv):
     verbose = FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose)
     try:
         model, history = train(config, verbose=verbose)
-    except (OutputDirInUseError, DataIntegrityError) as error:
+    except (OutputDirInUseError, DataIntegrityError, AlignmentMismatchError) as error:
         sys.exit(f"train: {error}")
     monitor = "val_accuracy" if config.val_data else "accuracy"
     print(

@@ -33,6 +33,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 from keras_emotion.data import schema
 from keras_emotion.data.datasets import ClipSource, Failure
 from keras_emotion.data.faces import FaceAligner
+from keras_emotion.data.manifest import write_manifest
 from keras_emotion.data.preprocess import (
     REPORT_NAME,
     STAGES,
@@ -40,8 +41,8 @@ from keras_emotion.data.preprocess import (
     PreprocessConfig,
     Report,
     index_shards,
+    build_manifest,
     run_clip,
-    write_manifest,
 )
 from keras_emotion.files import write_json_atomically
 
@@ -157,7 +158,7 @@ def run_beam_preprocessing(
     result.wait_until_finish()
 
     shards = index_shards(output_dir)
-    write_manifest(output_dir, class_names, config, shards, complete=True)
+    write_manifest(output_dir, build_manifest(class_names, config, shards, complete=True))
     written = sum(len(entries) for entries in shards.values())
     failures = _read_failures(os.path.join(output_dir, FAILURES_NAME))
     report = Report(len(clips), written, 0, _stats_from_metrics(result), time.monotonic() - started, failures)

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from keras_emotion.data.metadata import manifest_path, read_manifest
+from keras_emotion.data.manifest import manifest_path, read_manifest
 
 
 class DataIntegrityError(ValueError):
@@ -50,10 +50,10 @@ def verify_shards(paths: Sequence[str], allow_incomplete: bool = False) -> None:
     if not paths:
         return
     folder = os.path.dirname(paths[0])
-    manifest = read_manifest(folder) or {}
-    if manifest.get("complete") is False:
+    manifest = read_manifest(folder)
+    if manifest is not None and not manifest.complete:
         message = (
-            f"{manifest_path(folder)}: preprocessing did not finish (\"complete\": false, {manifest.get('num_clips')} "
+            f"{manifest_path(folder)}: preprocessing did not finish (\"complete\": false, {manifest.num_clips} "
             "clips written so far)"
         )
         if not allow_incomplete:
@@ -62,12 +62,12 @@ def verify_shards(paths: Sequence[str], allow_incomplete: bool = False) -> None:
                 "--allow_incomplete to use the clips written so far"
             )
         warnings.warn(f"{message}; using them (allow_incomplete)", stacklevel=2)
-    listed = {entry["file"]: entry for entry in manifest.get("shards", [])}
+    listed = {shard.file: shard for shard in (manifest.shards if manifest is not None else ())}
     for path in paths:
         records = count_records(path)
         entry = listed.get(os.path.basename(path))
-        if entry is not None and records != entry["clips"]:
+        if entry is not None and records != entry.clips:
             raise DataIntegrityError(
-                f"{path}: {records} records, but {manifest_path(folder)} lists {entry['clips']}; rerun "
+                f"{path}: {records} records, but {manifest_path(folder)} lists {entry.clips}; rerun "
                 "preprocess.py into a new output folder"
             )

@@ -1,42 +1,18 @@
-"""What a preprocessed corpus folder says about itself: its manifest.json (written by
-`data.preprocess`), its class names and its clips' labels, for training, evaluation and ablation.
-
-    <folder>/manifest.json          class names, counts, parameters, shards, "complete"
-    <folder>/<split>-NNNNN.tfrecord the shards (`schema.shard_name`)
+"""What the shards of a preprocessed corpus folder say about their clips: class names (from
+the folder's `data.manifest.Manifest`, else the clips' label names), labels and batch counts, for
+training, evaluation and ablation.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator
 
 import tensorflow as tf
 
 from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
+from keras_emotion.data.manifest import read_manifest
 from keras_emotion.data.pipeline import list_shards
-from keras_emotion.files import read_json
-
-
-def data_folder(data: InputConfig | str) -> str:
-    """The folder holding the shards of `data` (an InputConfig or a corpus folder)."""
-    if isinstance(data, InputConfig):
-        return os.path.dirname(data.resolved_pattern)
-    return os.fspath(data)
-
-
-def manifest_path(data: InputConfig | str) -> str:
-    """The path of the manifest.json beside the shards of `data` (InputConfig or folder)."""
-    return os.path.join(data_folder(data), schema.MANIFEST_NAME)
-
-
-def read_manifest(data: InputConfig | str) -> Optional[dict]:
-    """The manifest.json beside the shards of `data` (InputConfig or folder), or None when
-    there is none."""
-    path = manifest_path(data)
-    if not os.path.isfile(path):
-        return None
-    return read_json(path)
 
 
 def class_names_by_label(labels: Iterable[tuple], source: str, num_classes: int = 0) -> list:
@@ -63,7 +39,7 @@ def read_class_names(input_config: InputConfig, num_classes: int) -> list:
     """
     manifest = read_manifest(input_config)
     if manifest is not None:
-        class_names = list(manifest["class_names"])
+        class_names = list(manifest.class_names)
     else:
         labels = ((label, name) for label, name, _ in read_labels(list_shards(input_config)))
         class_names = class_names_by_label(labels, input_config.resolved_pattern, num_classes)

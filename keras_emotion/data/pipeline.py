@@ -32,13 +32,10 @@ Frame sampling (F = `InputConfig.num_frames`, T = frames in the clip):
 Augmentation (only when `training`): one random crop, one horizontal flip and one
 brightness/contrast change per clip, applied identically to all of its frames. At evaluation
 the crop is the centre crop. A crop is S x S out of the frame resized to R = image_size /
-crop_fraction (the paper resizes to 256 and crops 224: crop_fraction 0.875). The JPEG is decoded
-at 1/r scale (libjpeg's DCT scaling, r the largest of 1, 2, 4, 8 that keeps IMAGE_SIZE / r >= R)
-and shrunk by area averaging (bilinear if R > IMAGE_SIZE): at evaluation the whole frame to
-R x R, then the centre S x S is cut (`decode_resized`, `centre_crop`: what the SavedModel does
-too); in training the random window is cut from the decoded frame first and only it is resized
-to S x S (`decode_random_crop`). Flip and jitter follow on the S x S floats, and one clip to
-0..255 ends them.
+crop_fraction (the paper resizes to 256 and crops 224: crop_fraction 0.875). Decoding, resizing
+and cropping are `data.model_input`'s (what the SavedModel and inference do too): at evaluation
+`decode_resized` then `centre_crop`, in training `decode_random_crop`. Flip and jitter follow on
+the S x S floats, and one clip to 0..255 ends them.
 
 The CPU cost (`scripts/bench_pipeline.py`, 16 of 48 frames, S = 64, R = 73): a decode at 1/2
 scale costs about 0.72 of a full-scale decode of the same JPEG (the entropy decoding is the same),
@@ -59,6 +56,7 @@ import tensorflow as tf
 
 from keras_emotion.data import schema
 from keras_emotion.data.config import SAMPLINGS, InputConfig
+from keras_emotion.data.model_input import centre_crop, decode_random_crop, decode_resized
 
 
 def build_dataset(
@@ -244,88 +242,6 @@ def _make_example(serialized, clip_seed, config: InputConfig):
     frames = tf.ensure_shape(frames, [num_frames, config.image_size, config.image_size, 3])
     frame_mask = tf.ones([tf.shape(frames)[0]], tf.float32)
     return {"frames": frames, "frame_mask": frame_mask}, clip["label"]
-
-
-def decode_resized(jpegs, indices, size: int):
-    """Decodes each distinct chosen JPEG once, at reduced scale where possible, and resizes it
-    (the module docstring tells how).
-
-    Args:
-        jpegs: (T,) JPEG strings.
-        indices: int32 (F,) chosen frames, may repeat.
-        size: R, output side.
-
-    Returns:
-        float32 (F, R, R, 3) RGB in 0..255.
-    """
-    images, positions = _decode_distinct(jpegs, indices, size)
-    resized = tf.clip_by_value(_resize(images, size, size), 0.0, 255.0)  # guards the range against rounding
-    return tf.gather(resized, positions)
-
-
-def decode_random_crop(jpegs, indices, resize_size: int, image_size: int, seed):
-    """Training frames: the same random window of every chosen frame, cut from the frames decoded
-    at reduced scale (as `decode_resized` decodes them) and resized to S x S: only the window is
-    resized.
-
-    The window is the part of the frame that an S x S crop of the R x R resized frame shows: a
-    fraction S / R of each side (rounded to whole decoded pixels), at an offset uniform over the
-    positions inside the frame.
-
-    Args:
-        jpegs: (T,) JPEG strings.
-        indices: int32 (F,) chosen frames, may repeat.
-        resize_size: R.
-        image_size: S <= R.
-        seed: int shape (2,) stateless seed of the window's offset.
-
-    Returns:
-        float32 (F, S, S, 3) RGB in 0..255 up to float rounding (not clipped: training clips once,
-        after the colour jitter).
-    """
-    images, positions = _decode_distinct(jpegs, indices, resize_size)
-    frame_size = tf.cast(tf.shape(images)[1:3], tf.float32)
-    window = tf.cast(tf.round(frame_size * image_size / resize_size), tf.int32)
-    free = frame_size - tf.cast(window, tf.float32) + 1.0
-    top, left = tf.unstack(tf.cast(tf.random.stateless_uniform([2], seed=seed) * free, tf.int32))
-    windows = images[:, top : top + window[0], left : left + window[1]]
-    return tf.gather(_resize(windows, image_size, resize_size), positions)
-
-
-def _decode_distinct(jpegs, indices, resize_size: int):
-    """The distinct chosen frames decoded at 1/r scale for an R x R output: r the largest of 1, 2,
-    4, 8 with IMAGE_SIZE / r >= R. Returns (uint8 (D, H, W, 3), int32 (F,) positions of the
-    chosen frames among the D distinct ones)."""
-    distinct, positions = tf.unique(indices)
-    ratio = max(r for r in (1, 2, 4, 8) if schema.IMAGE_SIZE // r >= resize_size)
-    images = tf.map_fn(  # the frames of a clip all have one size
-        lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3, ratio=ratio),
-        tf.gather(jpegs, distinct),
-        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-    )
-    return images, positions
-
-
-def _resize(images, size: int, resize_size: int):
-    """uint8 (D, H, W, 3) -> float32 (D, size, size, 3), 0..255 up to float rounding: area averaging
-    when frames are shrunk to R = `resize_size` (R <= IMAGE_SIZE), bilinear when they are enlarged."""
-    if resize_size <= schema.IMAGE_SIZE:
-        # The raw op averages the uint8 pixels directly; tf.image.resize would first cast them all.
-        return tf.raw_ops.ResizeArea(images=images, size=[size, size])
-    return tf.image.resize(images, [size, size], method="bilinear")
-
-
-def centre_crop(images, resize_size: int, image_size: int):
-    """The centre S x S window of R x R images, as evaluation crops: (..., R, R, C) -> (..., S, S, C).
-
-    Args:
-        images: (..., R, R, C) with R = `resize_size`.
-        resize_size: R.
-        image_size: S <= R.
-    """
-    offset = (resize_size - image_size) // 2
-    window = slice(offset, offset + image_size)
-    return images[..., window, window, :]
 
 
 def _jitter(frames, config: InputConfig, seed):

@@ -46,8 +46,9 @@ import keras_emotion
 from keras_emotion.data import schema
 from keras_emotion.data.datasets import ClipSource, Failure
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, encode_jpeg
+from keras_emotion.data.manifest import Manifest, ShardSummary, manifest_path, read_manifest, write_manifest
 from keras_emotion.data.video import InputError, claimed_frame_count, read_frames, read_image
-from keras_emotion.files import TEMP_SUFFIX, read_json, temp_path, write_json_atomically
+from keras_emotion.files import TEMP_SUFFIX, temp_path, write_json_atomically
 from keras_emotion.processes import die_with_parent
 
 STAGES = ("reading", "detection", "landmarks", "alignment", "encoding")
@@ -359,36 +360,28 @@ def library_versions() -> dict:
     }
 
 
-def build_manifest(class_names: Sequence[str], config: PreprocessConfig, shards: dict, complete: bool) -> dict:
+def build_manifest(class_names: Sequence[str], config: PreprocessConfig, shards: dict, complete: bool) -> Manifest:
     """The manifest of an output folder whose shards hold `shards` ({file name: [ShardEntry]})."""
     counts, frames = {}, {}
-    shard_list = []
+    summaries = []
     for name, entries in sorted(shards.items()):
         split, _ = schema.parse_shard_name(name)
-        num_frames = sum(entry.num_frames for entry in entries)
-        shard_list.append({"file": name, "split": split, "clips": len(entries), "frames": num_frames})
+        summaries.append(ShardSummary(name, split, len(entries), sum(entry.num_frames for entry in entries)))
         for entry in entries:
             counts.setdefault(entry.split, dict.fromkeys(class_names, 0))[entry.label_name] += 1
             frames[entry.split] = frames.get(entry.split, 0) + entry.num_frames
-    return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "complete": complete,
-        "class_names": list(class_names),
-        "image_size": config.alignment.output_size,
-        "counts": counts,
-        "frames": frames,
-        "num_clips": sum(len(entries) for entries in shards.values()),
-        "preprocessing": config.parameters(),
-        "shard_bytes": config.shard_bytes,
-        "versions": library_versions(),
-        "shards": shard_list,
-    }
-
-
-def write_manifest(output_dir: str, class_names: Sequence[str], config: PreprocessConfig, shards: dict, complete: bool):
-    """Writes `build_manifest(...)` atomically to `<output_dir>/manifest.json`."""
-    manifest_path = os.path.join(output_dir, schema.MANIFEST_NAME)
-    write_json_atomically(manifest_path, build_manifest(class_names, config, shards, complete))
+    return Manifest(
+        class_names=class_names,
+        alignment=config.alignment,
+        max_side=config.max_side,
+        complete=complete,
+        counts=counts,
+        frames=frames,
+        num_clips=sum(len(entries) for entries in shards.values()),
+        shard_bytes=config.shard_bytes,
+        shards=summaries,
+        versions=library_versions(),
+    )
 
 
 class _ShardWriter:
@@ -465,20 +458,24 @@ def _check_resumable(output_dir: str, class_names: list, config: PreprocessConfi
     """Raises ValueError when existing shards were written with other class names or parameters."""
     if not shards:
         return
-    manifest_path = os.path.join(output_dir, schema.MANIFEST_NAME)
-    if not os.path.exists(manifest_path):
+    manifest = read_manifest(output_dir)
+    if manifest is None:
         raise ValueError(f"{output_dir}: has shards but no {schema.MANIFEST_NAME}; use an empty output folder")
-    manifest = read_json(manifest_path)
     wanted = {
-        "class_names": class_names,
+        "class_names": list(class_names),
         "preprocessing": config.parameters(),
         "schema_version": schema.SCHEMA_VERSION,
     }
-    differing = [key for key, value in wanted.items() if manifest.get(key) != value]
+    found = {
+        "class_names": list(manifest.class_names),
+        "preprocessing": manifest.preprocessing,
+        "schema_version": manifest.schema_version,
+    }
+    differing = [key for key, value in wanted.items() if found[key] != value]
     if differing:
         raise ValueError(
-            f"{manifest_path}: existing shards were written with other {', '.join(differing)} "
-            f"({', '.join(f'{key}={manifest.get(key)!r}' for key in differing)}); use another output folder"
+            f"{manifest_path(output_dir)}: existing shards were written with other {', '.join(differing)} "
+            f"({', '.join(f'{key}={found[key]!r}' for key in differing)}); use another output folder"
         )
 
 
@@ -537,7 +534,7 @@ def preprocess_corpus(
     moved = [clip.clip_id for clip in clips if done_split.get(clip.clip_id, clip.split) != clip.split]
     if moved:
         raise ValueError(f"{output_dir}: clips already in shards of another split: {moved[:10]}; use another folder")
-    write_manifest(output_dir, class_names, config, shards, complete=False)
+    write_manifest(output_dir, build_manifest(class_names, config, shards, complete=False))
 
     todo = [clip for clip in clips if clip.clip_id not in done_split]
     last_index = {}
@@ -575,7 +572,7 @@ def preprocess_corpus(
     for writer in writers.values():
         writer.close()
 
-    write_manifest(output_dir, class_names, config, shards, complete=True)
+    write_manifest(output_dir, build_manifest(class_names, config, shards, complete=True))
     report = Report(len(clips), written, len(clips) - len(todo), stats, time.monotonic() - started, failures)
     write_json_atomically(os.path.join(output_dir, REPORT_NAME), report.to_dict())
     return report

@@ -91,7 +91,8 @@ def _check_exists(path: str) -> None:
         raise InputError(path, "no such file or folder")
 
 
-def _is_image_file(path: str) -> bool:
+def is_image_file(path: str) -> bool:
+    """Whether `path` names an image file: its extension (any case) is in IMAGE_EXTENSIONS."""
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
@@ -102,7 +103,7 @@ def _natural_key(name: str) -> list:
 
 def _folder_images(folder: str) -> list[str]:
     """Paths of the image files in `folder`, sorted by name (numbers compared as numbers)."""
-    names = [name for name in os.listdir(folder) if _is_image_file(name) and not name.startswith(".")]
+    names = [name for name in os.listdir(folder) if is_image_file(name) and not name.startswith(".")]
     if not names:
         raise InputError(folder, "folder contains no image files")
     return [os.path.join(folder, name) for name in sorted(names, key=_natural_key)]
@@ -181,7 +182,7 @@ def iter_frames(path: str, max_side: int = 1280) -> Iterator[np.ndarray]:
     if os.path.isdir(path):
         for image_path in _folder_images(path):
             yield read_image(image_path, max_side)
-    elif _is_image_file(path):
+    elif is_image_file(path):
         yield read_image(path, max_side)
     else:
         yield from _iter_video(path, max_side)
@@ -225,7 +226,7 @@ def _container_property(path: str, property_id: int) -> float:
     path = os.fspath(path)
     if not is_stream(path):
         _check_exists(path)
-        if os.path.isdir(path) or _is_image_file(path):
+        if os.path.isdir(path) or is_image_file(path):
             return 0.0
     capture = _open_video(path)
     try:

@@ -27,12 +27,13 @@ Signatures (B clips, F frames per clip, E classes, S = `Preprocessing.image_size
                      frame_importance   float32 (B, F)      0 for padding frames
                      spatial_attention  float32 (B, F, N, L) only with spatial "sa" / "shift"
 
-Preprocessing matches evaluation in `keras_emotion.data.pipeline` (centre crop, no
+Preprocessing is `keras_emotion.data.model_input`'s, as in evaluation (centre crop, no
 augmentation): a frame is resized to R = `Preprocessing.resize_size` and its centre S x S is
 kept. JPEG frames (encoded_frames, tf_example) go through the pipeline's own decoder (libjpeg
 DCT scaling, then area averaging), so they give exactly the numbers of
 `build_dataset(training=False, sampling="all")`. uint8 frames are area-averaged (bilinear when
-enlarged) from full resolution, which differs slightly from a DCT-scaled decode of a JPEG.
+enlarged) from full resolution (`resize_and_crop_pixels`, as inference does), which differs
+slightly from a DCT-scaled decode of a JPEG.
 
 A request without clips (B = 0) or with frames of another number of channels fails with an
 InvalidArgumentError saying so (TF Serving returns it as the error of the request), not with a
@@ -53,7 +54,7 @@ import keras
 import tensorflow as tf
 
 from keras_emotion.data import schema
-from keras_emotion.data.pipeline import centre_crop, decode_resized
+from keras_emotion.data.model_input import centre_crop, decode_resized, resize_and_crop_pixels
 from keras_emotion.files import atomic_directory
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.models.info import (
@@ -64,7 +65,7 @@ from keras_emotion.models.info import (
     read_model_info,
     write_model_info,
 )
-from keras_emotion.training.task import load_trained_model
+from keras_emotion.models.saving import load_trained_model
 
 MODEL_INPUTS = ("frames", "frame_mask")
 MODEL_INFO_PATH = os.path.join("assets.extra", MODEL_INFO_FILE)
@@ -137,7 +138,7 @@ def read_export_info(version_dir: str) -> ModelInfo:
 def export_trained_model(
     model_dir: str, base_dir: str, name: str, version: Optional[int] = None, overwrite: bool = False
 ) -> str:
-    """`export_saved_model` of a `training.task.save_trained_model` folder (model.keras +
+    """`export_saved_model` of a `models.saving.save_trained_model` folder (model.keras +
     model_info.json, which the export carries). Returns the version folder."""
     trained = load_trained_model(model_dir)
     return export_saved_model(trained.model, trained.info, base_dir, name, version=version, overwrite=overwrite)
@@ -186,7 +187,8 @@ def _build_export_archive(
             num_frames, clip_length, message="num_frames exceeds the frames axis of frames"
         )
         frame_mask = tf.sequence_mask(num_frames, clip_length, dtype=tf.float32)
-        return predict(resize_and_crop_pixels(frames, preprocessing), frame_mask)
+        frames = resize_and_crop_pixels(frames, preprocessing.resize_size, preprocessing.image_size)
+        return predict(frames, frame_mask)
 
     def from_jpegs(frames):
         frames = _checked_clips(frames)
@@ -224,22 +226,6 @@ def _checked_clips(frames, *other_checks):
     )
     with tf.control_dependencies([has_clips, *other_checks]):
         return tf.identity(frames)
-
-
-def resize_and_crop_pixels(frames, preprocessing: Preprocessing):
-    """uint8 (B, F, H, W, 3) -> float32 (B, F, S, S, 3): resized to R x R (area averaging, or
-    bilinear when enlarging), centre S x S kept; the serving_default signature's preprocessing."""
-    size = preprocessing.resize_size
-    shape = tf.shape(frames)
-    images = tf.cast(tf.reshape(frames, tf.concat([[-1], shape[2:]], axis=0)), tf.float32)
-    shrinks = tf.logical_and(shape[2] >= size, shape[3] >= size)
-    resized = tf.cond(
-        shrinks,
-        lambda: tf.image.resize(images, [size, size], method="area"),
-        lambda: tf.image.resize(images, [size, size], method="bilinear"),
-    )
-    cropped = centre_crop(tf.clip_by_value(resized, 0.0, 255.0), size, preprocessing.image_size)
-    return tf.reshape(cropped, tf.concat([shape[:2], tf.shape(cropped)[1:]], axis=0))
 
 
 def _decode_jpeg_clips(jpegs, preprocessing: Preprocessing):

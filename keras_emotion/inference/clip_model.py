@@ -2,7 +2,7 @@
 clip's class probabilities, frame importance and spatial attention out.
 
 `load_clip_model` opens a trained-model directory (model.keras + model_info.json, written by
-`training.task.save_trained_model`), an exported SavedModel (its serving_default signature) or
+`models.saving.save_trained_model`), an exported SavedModel (its serving_default signature) or
 a TF Serving model folder (its highest version).
 """
 
@@ -18,10 +18,11 @@ import tensorflow as tf
 
 from keras_emotion.data import schema
 from keras_emotion.data.faces import AlignmentConfig
+from keras_emotion.data.model_input import resize_and_crop_pixels
 from keras_emotion.data.pipeline import sample_frame_indices
-from keras_emotion.export.saved_model import read_export_info, resize_and_crop_pixels
-from keras_emotion.models.info import MODEL_INFO_FILE, ModelInfo, check_class_count
-from keras_emotion.training.task import load_trained_model
+from keras_emotion.export.saved_model import read_export_info
+from keras_emotion.models.info import MODEL_INFO_FILE, ModelInfo, check_class_count, read_model_info
+from keras_emotion.models.saving import load_trained_model
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVING_SIGNATURE = "serving_default"
@@ -51,6 +52,7 @@ class ClipModel(abc.ABC):
             chooses them from a clip), or None: it is given every frame of a window.
         face_size: side of the aligned faces it expects.
         alignment: how the faces of its training data were aligned (defaults if unknown).
+        info: its ModelInfo, or None when it has none (a SavedModel given its class names).
         description: {"path", "format"} for the prediction JSON.
     """
 
@@ -58,7 +60,14 @@ class ClipModel(abc.ABC):
     num_frames: Optional[int]
     face_size: int
     alignment: AlignmentConfig
+    info: Optional[ModelInfo]
     description: dict
+
+    def check_alignment(self, data_alignment: Optional[AlignmentConfig], data: str) -> None:
+        """Refuses faces of `data` aligned otherwise than this model's training faces
+        (`ModelInfo.check_alignment`); nothing is checked where either alignment is unknown."""
+        if self.info is not None:
+            self.info.check_alignment(data_alignment, data, self.description["path"])
 
     def predict(self, faces: np.ndarray) -> ClipPrediction:
         """Classifies one clip: `faces` uint8 (F, face_size, face_size, 3) RGB aligned faces."""
@@ -94,13 +103,15 @@ def _clip_prediction(outputs: dict, index: int = 0) -> ClipPrediction:
 class KerasClipModel(ClipModel):
     """A trained-model directory (model.keras + model_info.json, see `training.task`).
 
-    Faces are resized and centre cropped exactly as the exported SavedModel's serving_default
-    signature does it (`saved_model` module), from the full-resolution aligned face.
+    Faces are resized and centre cropped from the full-resolution aligned face by
+    `model_input.resize_and_crop_pixels`, as the exported SavedModel's serving_default signature
+    does it.
     """
 
     def __init__(self, trained, path: str = ""):
-        """`trained`: a `training.task.TrainedModel`; `path`: where it was loaded from."""
+        """`trained`: a `models.saving.TrainedModel`; `path`: where it was loaded from."""
         self.trained = trained
+        self.info = trained.info
         self.preprocessing = trained.info.preprocessing
         self.class_names = list(trained.info.class_names)
         self.num_frames = int(trained.info.num_frames)
@@ -110,7 +121,8 @@ class KerasClipModel(ClipModel):
     def model_inputs(self, faces: np.ndarray) -> dict:
         """The model's inputs for uint8 (B, F, A, A, 3) aligned faces: {"frames": float32
         (B, F, S, S, 3) in 0..255, "frame_mask": ones (B, F)}."""
-        frames = resize_and_crop_pixels(np.asarray(faces, np.uint8), self.preprocessing).numpy()
+        resize_size, image_size = self.preprocessing.resize_size, self.preprocessing.image_size
+        frames = resize_and_crop_pixels(np.asarray(faces, np.uint8), resize_size, image_size).numpy()
         return {"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)}
 
     def _call(self, faces: np.ndarray) -> dict:
@@ -129,6 +141,7 @@ class SavedModelClipModel(ClipModel):
 
     def __init__(self, directory: str, num_frames: Optional[int] = None, class_names: Optional[Sequence[str]] = None):
         info = read_export_info(directory) if class_names is None else None
+        self.info = info
         class_names = list(info.class_names if class_names is None else class_names)
         self._signature = tf.saved_model.load(directory).signatures[SERVING_SIGNATURE]
         check_class_count(class_names, self._signature.structured_outputs["probabilities"].shape[-1], directory)
@@ -143,11 +156,30 @@ class SavedModelClipModel(ClipModel):
 
 
 def _aligned_faces_of(info: Optional[ModelInfo]) -> tuple:
-    """(face side, AlignmentConfig) of the training data in `info`'s dataset manifest, else
-    the defaults of preprocessing."""
-    manifest = (info.dataset_manifest if info is not None else None) or {}
-    alignment = AlignmentConfig(**manifest.get("preprocessing", {}).get("alignment", {}))
-    return int(manifest.get("image_size", schema.IMAGE_SIZE)), alignment
+    """(face side, AlignmentConfig) of the faces `info`'s model was trained on, else the
+    defaults of preprocessing."""
+    alignment = (info.alignment if info is not None else None) or AlignmentConfig(output_size=schema.IMAGE_SIZE)
+    return alignment.output_size, alignment
+
+
+def _model_directory(path: str) -> tuple:
+    """("saved_model" or "keras", directory) of the model at `path` (see `load_clip_model`).
+
+    Raises:
+        FileNotFoundError: `path` is no model directory (the message names it).
+    """
+    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+        return "saved_model", path
+    if os.path.isfile(os.path.join(path, MODEL_INFO_FILE)):
+        return "keras", path
+    versions = sorted((int(name) for name in (os.listdir(path) if os.path.isdir(path) else []) if name.isdigit()))
+    for version in reversed(versions):
+        if os.path.isfile(os.path.join(path, str(version), SAVED_MODEL_FILE)):
+            return "saved_model", os.path.join(path, str(version))
+    raise FileNotFoundError(
+        f"{path}: not a model directory (no {MODEL_INFO_FILE}, no {SAVED_MODEL_FILE}, "
+        "no numbered version folder holding one)"
+    )
 
 
 def load_clip_model(
@@ -166,18 +198,24 @@ def load_clip_model(
         FileNotFoundError: `path` is none of these (the message names it).
     """
     path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
-        return SavedModelClipModel(path, num_frames, class_names)
-    if os.path.isfile(os.path.join(path, MODEL_INFO_FILE)):
-        return KerasClipModel(load_trained_model(path), path)
-    versions = sorted((int(name) for name in (os.listdir(path) if os.path.isdir(path) else []) if name.isdigit()))
-    for version in reversed(versions):
-        if os.path.isfile(os.path.join(path, str(version), SAVED_MODEL_FILE)):
-            return SavedModelClipModel(os.path.join(path, str(version)), num_frames, class_names)
-    raise FileNotFoundError(
-        f"{path}: not a model directory (no {MODEL_INFO_FILE}, no {SAVED_MODEL_FILE}, "
-        "no numbered version folder holding one)"
-    )
+    kind, directory = _model_directory(path)
+    if kind == "saved_model":
+        return SavedModelClipModel(directory, num_frames, class_names)
+    return KerasClipModel(load_trained_model(directory), path)
+
+
+def read_clip_model_info(path: str) -> ModelInfo:
+    """The ModelInfo of the model at `path` (any directory `load_clip_model` opens), without
+    loading the model.
+
+    Raises:
+        FileNotFoundError: `path` is no model directory, or a SavedModel without the
+            assets.extra/model_info.json of an export of this library (naming it).
+        ValueError: the file is not a model info (naming it).
+    """
+    kind, directory = _model_directory(os.fspath(path))
+    return read_export_info(directory) if kind == "saved_model" else read_model_info(directory)
+
 
 def default_alignment(model: ClipModel) -> AlignmentConfig:
     """The alignment `model` was trained with (its training data's manifest), else the

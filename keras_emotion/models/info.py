@@ -1,16 +1,23 @@
 """The one description of a trained model that travels with it: `model_info.json`.
 
-A trained-model directory (`training.task.save_trained_model`) holds it beside `model.keras`; an
-exported SavedModel holds the same file under `assets.extra/` (TF Serving ignores that folder).
-Training writes it, and export, prediction and evaluation read it through this module only:
+A trained-model directory (`models.saving`) holds it beside the weights; an exported SavedModel
+holds the same file under `assets.extra/` (TF Serving ignores that folder). Training writes it,
+and export, prediction and evaluation read it through this module only:
 
-    {"format_version": 2,
+    {"format_version": 3,
      "class_names": [E names, index = class index],
      "preprocessing": {"image_size": S, "crop_fraction": S / R, "resize_size": R},
      "num_frames": F the model was trained with (or null),
      "model_config": the ModelConfig (or null for a model exported without one),
-     "dataset_manifest": the training data's manifest.json (or null),
+     "alignment": the AlignmentConfig of the faces it was trained on (or null: unknown),
+     "training_data": [descriptions of the training data],
      "keras_version": "..."}
+
+Version 2 files (the training data's whole manifest under "dataset_manifest") are read too.
+
+The face alignment is the contract between a model and the data given to it: a face framed
+otherwise (eyes higher, closer) is another input distribution, and accuracy drops without any
+error. `ModelInfo.check_alignment` refuses such data, naming both framings.
 """
 
 from __future__ import annotations
@@ -20,11 +27,21 @@ import os
 from typing import Optional, Sequence
 
 from keras_emotion.data import config as data_config
+from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models.config import ModelConfig
 
 MODEL_INFO_FILE = "model_info.json"
-MODEL_INFO_VERSION = 2
+MODEL_INFO_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+# The AlignmentConfig fields that decide where a face lies in the aligned image. The others
+# (detector settings, JPEG quality, the stored side) change which faces are found or their
+# resolution, not their framing.
+FRAMING_FIELDS = ("landmarks", "eye_level", "eye_distance")
+
+
+class AlignmentMismatchError(ValueError):
+    """Data whose faces are framed otherwise than those a model was trained on."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +77,9 @@ class ModelInfo:
         preprocessing: the frame preprocessing it was trained and evaluated with.
         num_frames: F it was trained with, or None when unknown.
         model_config: the ModelConfig it was built from, or None when unknown.
-        dataset_manifest: the training data's manifest.json (alignment parameters under
-            "preprocessing", aligned face size under "image_size"), or None.
+        alignment: the AlignmentConfig of the faces it was trained on (`output_size` = the
+            aligned face side), or None when unknown.
+        training_data: descriptions of its training data (corpus folders, named datasets).
         keras_version: the Keras version that saved it.
     """
 
@@ -69,13 +87,37 @@ class ModelInfo:
     preprocessing: Preprocessing
     num_frames: Optional[int] = None
     model_config: Optional[ModelConfig] = None
-    dataset_manifest: Optional[dict] = None
+    alignment: Optional[AlignmentConfig] = None
+    training_data: tuple = ()
     keras_version: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "class_names", [str(name) for name in self.class_names])
+        object.__setattr__(self, "training_data", tuple(str(source) for source in self.training_data))
         if self.model_config is not None:
             check_class_count(self.class_names, self.model_config.num_classes, "ModelInfo")
+
+    def check_alignment(self, data_alignment: Optional[AlignmentConfig], data: str, model: str) -> None:
+        """Refuses data whose faces are framed otherwise than this model's training faces.
+
+        Args:
+            data_alignment: how the data's faces were aligned (its manifest's), None: unknown.
+            data: names the data in the message (e.g. its manifest.json).
+            model: names the model in the message (e.g. its folder).
+
+        Raises:
+            AlignmentMismatchError: both alignments are known and differ in `FRAMING_FIELDS`;
+                the message names both and how to preprocess the data for the model.
+        """
+        if data_alignment is None or self.alignment is None:
+            return
+        differing = [name for name in FRAMING_FIELDS if getattr(data_alignment, name) != getattr(self.alignment, name)]
+        if differing:
+            raise AlignmentMismatchError(
+                f"{data}: faces aligned with {framing(data_alignment, differing)}, but the model {model} was "
+                f"trained on faces aligned with {framing(self.alignment, differing)}; preprocess the data for "
+                f"this model: keras-emotion preprocess --like_model {model} ..."
+            )
 
     def to_dict(self) -> dict:
         """The JSON object of the module docstring."""
@@ -88,22 +130,44 @@ class ModelInfo:
             },
             "num_frames": self.num_frames,
             "model_config": None if self.model_config is None else self.model_config.to_dict(),
-            "dataset_manifest": self.dataset_manifest,
+            "alignment": None if self.alignment is None else dataclasses.asdict(self.alignment),
+            "training_data": list(self.training_data),
             "keras_version": self.keras_version,
         }
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelInfo":
+        """The ModelInfo of a model_info.json object of format version 3 (or 2)."""
         preprocessing = dict(values["preprocessing"])
         preprocessing.pop("resize_size", None)
+        if values.get("format_version") == 2:
+            alignment, training_data = _alignment_of_version_2(values.get("dataset_manifest"))
+        else:
+            alignment = None if values["alignment"] is None else AlignmentConfig(**values["alignment"])
+            training_data = values["training_data"]
         return cls(
             class_names=values["class_names"],
             preprocessing=Preprocessing(**preprocessing),
             num_frames=values.get("num_frames"),
             model_config=None if values.get("model_config") is None else ModelConfig.from_dict(values["model_config"]),
-            dataset_manifest=values.get("dataset_manifest"),
+            alignment=alignment,
+            training_data=training_data,
             keras_version=values.get("keras_version", ""),
         )
+
+
+def _alignment_of_version_2(manifest: Optional[dict]) -> tuple:
+    """(AlignmentConfig or None, training data) of a version 2 file's "dataset_manifest"."""
+    if not manifest or "alignment" not in manifest.get("preprocessing", {}):
+        return None, tuple((manifest or {}).get("sources", ()))
+    alignment = dict(manifest["preprocessing"]["alignment"])
+    alignment.setdefault("output_size", manifest.get("image_size", AlignmentConfig.output_size))
+    return AlignmentConfig(**alignment), tuple(manifest.get("sources", ()))
+
+
+def framing(alignment: AlignmentConfig, fields: Sequence[str] = FRAMING_FIELDS) -> str:
+    """`fields` of `alignment` as "name=value, ..." (for messages)."""
+    return ", ".join(f"{name}={getattr(alignment, name)}" for name in fields)
 
 
 def write_model_info(directory: str, info: ModelInfo, relative_path: str = MODEL_INFO_FILE) -> str:
@@ -121,7 +185,7 @@ def read_model_info(directory: str, relative_path: str = MODEL_INFO_FILE, what: 
     path = os.path.join(directory, relative_path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: {directory} is not {what}")
-    values = read_json(path, format_version=MODEL_INFO_VERSION)
+    values = read_json(path, format_version=READABLE_VERSIONS)
     try:
         return ModelInfo.from_dict(values)
     except (KeyError, TypeError, ValueError) as error:

@@ -1,17 +1,17 @@
 """The emotion model that ships inside the package (its model card: MODEL_CARD.md here).
 
     trained = keras_emotion.load_pretrained()
-    trained.model        # {"frames": (B, F, 48, 48, 3) 0..255, "frame_mask": (B, F)} -> p(c) ...
+    trained.model        # {"frames": (B, F, 112, 112, 3) 0..255, "frame_mask": (B, F)} -> p(c) ...
     trained.info         # class names (the 7 of `data.emotions.EMOTIONS`), preprocessing
 
 The folder is a trained-model directory (model_info.json + model.float16.npz), so every tool
-that takes `--model_dir` / `--model` reads it too; they use it when none is given. Loading
+that takes `--model` reads it too; they use it when none is given. Loading
 reads only these files: nothing is downloaded.
 """
 
 import os
 
-from keras_emotion.training.task import TrainedModel, load_trained_model
+from keras_emotion.models.saving import TrainedModel, load_trained_model
 
 PRETRAINED_MODEL_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -3,7 +3,6 @@
     config.TrainConfig            everything a run needs (model, data, optimisation, output)
     config.train_config(...)      a TrainConfig from a JSON file and/or single options (flags)
     task.train(config)            -> (model, history): builds, fits, checkpoints, saves
-    task.save_trained_model / task.load_trained_model -> TrainedModel (model + how to feed it)
     optimizers.two_rate_sgd       SGD + warm restarts, one learning rate per parameter group
     optimizers.warmup_cosine_adamw   AdamW with warm-up and cosine decay (backbone pre-training)
     distribution.get_strategy     MirroredStrategy, or MultiWorkerMirroredStrategy with TF_CONFIG

@@ -63,7 +63,8 @@ import tensorflow as tf
 from keras_emotion.data import schema
 from keras_emotion.data.datasets import ClipSource, split_by_subject
 from keras_emotion.data.emotions import EMOTIONS
-from keras_emotion.data.metadata import class_names_by_label, manifest_path, read_labels, read_manifest
+from keras_emotion.data.manifest import Manifest, ShardSummary, manifest_path, read_manifest, write_manifest
+from keras_emotion.data.metadata import class_names_by_label, read_labels
 from keras_emotion.files import atomic_write, read_json, temp_path, write_json_atomically
 from keras_emotion.models.builder import BACKBONE_NAME, build_model, feature_map_backbone, head_variables
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
@@ -73,13 +74,9 @@ from keras_emotion.training.evaluation import evaluate
 from keras_emotion.training.face_clips import SHIPPED_ALIGNMENT, FaceClips, ck48_clips, clip_dataset, evaluate_clips
 from keras_emotion.training.metrics import save_report_json
 from keras_emotion.training.optimizers import two_rate_sgd
-from keras_emotion.training.task import (
-    BEST_WEIGHTS_FILE,
-    classification_loss,
-    load_trained_model,
-    probabilities_model,
-    train,
-)
+from keras_emotion.models.saving import load_trained_model
+from keras_emotion.training.run_folder import RunFolder
+from keras_emotion.training.task import classification_loss, probabilities_model, train
 
 ASSIGNMENT_FILE = "assignment.json"
 METRICS_FILE = "metrics.json"
@@ -288,9 +285,9 @@ def read_clips(tfrecords: str) -> tuple:
     manifest = read_manifest(tfrecords)
     if manifest is None:
         return clips, class_names_by_label(labels, tfrecords)
-    if not manifest.get("complete", True):
+    if not manifest.complete:
         raise ValueError(f"{manifest_path(tfrecords)}: preprocessing did not complete; run it again")
-    return clips, list(manifest["class_names"])
+    return clips, list(manifest.class_names)
 
 
 def fold_dir(output_dir: str, fold: int) -> str:
@@ -340,25 +337,26 @@ def write_folds(tfrecords: str, output_dir: str, folds: int, split_seed: int = 0
         writer.close()
         os.replace(temp_path(path), path)
 
-    manifest = read_manifest(tfrecords) or {}
+    corpus = read_manifest(tfrecords) or Manifest(class_names=class_names)
+    class_counts = [collections.Counter() for _ in range(folds)]
+    for clip in split_clips:
+        class_counts[fold_of_clip[clip.clip_id]][clip.label_name] += 1
     for fold in range(folds):
         others = [other for other in range(folds) if other != fold]
         for index, other in enumerate(others):
             _link(val_shards[other], os.path.join(fold_dir(output_dir, fold), schema.shard_name("train", index)))
-        fold_manifest = {
-            **manifest,
-            "class_names": class_names,
-            "fold": fold,
-            "folds": folds,
-            "counts": {"train": sum(sizes[other] for other in others), "val": sizes[fold]},
+        split_counts = {"train": sum((class_counts[other] for other in others), collections.Counter()), "val": class_counts[fold]}
+        fold_manifest = dataclasses.replace(
+            corpus,
+            class_names=class_names,
+            counts={split: {name: counts[name] for name in class_names} for split, counts in split_counts.items()},
+            frames={},
+            num_clips=len(split_clips),
             # the fold's own shards, which `integrity.verify_shards` counts (not the corpus's)
-            "shards": [{"file": os.path.basename(val_shards[fold]), "split": "val", "clips": sizes[fold]}]
-            + [
-                {"file": f"train-{index:05d}{schema.SHARD_SUFFIX}", "split": "train", "clips": sizes[other]}
-                for index, other in enumerate(others)
-            ],
-        }
-        write_json_atomically(manifest_path(fold_dir(output_dir, fold)), fold_manifest)
+            shards=[ShardSummary(os.path.basename(val_shards[fold]), "val", sizes[fold])]
+            + [ShardSummary(schema.shard_name("train", index), "train", sizes[other]) for index, other in enumerate(others)],
+        )
+        write_manifest(fold_dir(output_dir, fold), fold_manifest)
     assignment = {**wanted, "class_names": class_names, "clips": fold_of_clip, "subjects": subject_folds}
     write_json_atomically(os.path.join(folds_root, ASSIGNMENT_FILE), assignment)
     return assignment
@@ -509,7 +507,7 @@ def run_one(
     save_report_json(metrics, metrics_path)
     if cached is None and not config.keep_models:
         shutil.rmtree(os.path.join(directory, "trained"))
-        shutil.rmtree(os.path.join(directory, os.path.dirname(BEST_WEIGHTS_FILE)))
+        shutil.rmtree(os.path.dirname(RunFolder(directory).best_weights))
     keras.backend.clear_session()
     return metrics
 

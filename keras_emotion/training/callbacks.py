@@ -152,11 +152,19 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
 
     A resumed run starting at epoch k must beat the best `monitor` of epochs 0 .. k-1 in
     `history_path` (the EpochCSVLogger's file), when the weights file exists.
+
+    Args:
+        path: the weights file (`*.weights.h5`).
+        monitor: the log compared.
+        history_path: the EpochCSVLogger's file.
+        weights_of: the model whose weights are saved, e.g. the backbone inside the model being
+            trained; None: the model being trained.
     """
 
-    def __init__(self, path: str, monitor: str, history_path: str):
+    def __init__(self, path: str, monitor: str, history_path: str, weights_of: Optional[keras.Model] = None):
         super().__init__()
         self.path, self.monitor, self.history_path = path, monitor, history_path
+        self.weights_of = weights_of
         self.best: Optional[float] = None
         self._started = False
 
@@ -182,5 +190,5 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
         if self.best is not None and not value > self.best:
             return
         with atomic_write(self.path, keep_suffix=".weights.h5") as temp:
-            self.model.save_weights(temp)
+            (self.model if self.weights_of is None else self.weights_of).save_weights(temp)
         self.best = value

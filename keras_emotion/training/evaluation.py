@@ -1,7 +1,7 @@
 """Evaluation of a trained model on TFRecord clips (ALL frames of every clip) or on a folder
 of still images (each a 1-frame clip).
 
-    trained model dir (`task.save_trained_model`)      TFRecord shards (dir + split, or a glob)
+    trained model dir (`models.saving.save_trained_model`)      TFRecord shards (dir + split, or a glob)
         -> the model rebuilt for any number of frames  -> `pipeline.build_dataset`, sampling "all":
                                                           batches padded to their longest clip,
                                                           `frame_mask` 0 on the padding
@@ -45,13 +45,14 @@ import tensorflow as tf
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.emotions import match_class_names
 from keras_emotion.data.integrity import verify_shards
-from keras_emotion.data.metadata import manifest_path, read_manifest
-from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, centre_crop, list_shards
+from keras_emotion.data.manifest import manifest_path, read_manifest
+from keras_emotion.data.model_input import still_image_clips
+from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.models.info import Preprocessing
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
-from keras_emotion.training.pretrain import decode_image_batches, held_out_part, list_matched_images
-from keras_emotion.training.task import TrainedModel, load_trained_model
+from keras_emotion.training.pretrain import held_out_part, list_matched_images
+from keras_emotion.models.saving import TrainedModel, load_trained_model
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -112,9 +113,9 @@ def predict_images(model: keras.Model, paths, preprocessing: Preprocessing, batc
     """Runs `model` over image files, each a 1-frame clip.
 
     Each image is decoded (gray repeated on the 3 channels), resized to R x R (bilinear,
-    R = `preprocessing.resize_size`), centre-cropped to S x S as the evaluation pipeline crops
-    (`pipeline.centre_crop`) and rounded to uint8. Only one batch of images (and the next,
-    being decoded) is held in memory.
+    R = `preprocessing.resize_size`), rounded to uint8 and centre-cropped to S x S as the
+    evaluation pipeline crops (`model_input.still_image_clips`). Only one batch of images (and
+    the next, being decoded) is held in memory.
 
     Args:
         model: inputs {"frames": (B, 1, S, S, 3) float32 0..255, "frame_mask": (B, 1) ones},
@@ -129,10 +130,8 @@ def predict_images(model: keras.Model, paths, preprocessing: Preprocessing, batc
     Raises:
         InputError: naming the first file that cannot be read or decoded.
     """
-    size, resize = preprocessing.image_size, preprocessing.resize_size
     probabilities = []
-    for images in decode_image_batches(paths, resize, batch_size):
-        frames = centre_crop(images, resize, size)[:, np.newaxis].astype(np.float32)
+    for frames in still_image_clips(paths, preprocessing.resize_size, preprocessing.image_size, batch_size):
         outputs = model.predict_on_batch({"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)})
         probabilities.append(np.asarray(outputs["probabilities"], np.float32))
     return np.concatenate(probabilities)
@@ -144,7 +143,7 @@ def evaluate(
     """Evaluates `trained` on all frames of every clip of `data` whose class it knows.
 
     Args:
-        trained: a model from `task.load_trained_model` (or built the same way).
+        trained: a model from `models.saving.load_trained_model` (or built the same way).
         data: a TFRecord directory, read with `split`, or a glob of shards.
         split: the split to read from a directory.
         batch_size: clips per batch (each batch is padded to its longest clip).
@@ -159,6 +158,8 @@ def evaluate(
             classes.
         integrity.DataIntegrityError (a ValueError): a corrupt shard or an incomplete
             manifest (see `integrity.verify_shards`).
+        models.info.AlignmentMismatchError (a ValueError): the manifest's faces are framed
+            otherwise than the model's training faces (naming both).
     """
     input_config = evaluation_input(trained, data, split, batch_size)
     verify_shards(list_shards(input_config), allow_incomplete)
@@ -166,7 +167,8 @@ def evaluate(
     if manifest is None:
         data_names, source = trained.info.class_names, input_config.resolved_pattern
     else:
-        data_names, source = manifest["class_names"], manifest_path(input_config)
+        data_names, source = list(manifest.class_names), manifest_path(input_config)
+        trained.info.check_alignment(manifest.alignment, source, trained.path or "(built in this process)")
     model_index, skipped = _match_classes(data_names, trained.info.class_names, source)
     clips = predict_clips(with_any_number_of_frames(trained.model), input_config)
     clips = _matched_clips(clips, model_index, data_names, source)
@@ -181,7 +183,7 @@ def evaluate_images(
     1-frame clip (`predict_images`).
 
     Args:
-        trained: a model from `task.load_trained_model` (or built the same way).
+        trained: a model from `models.saving.load_trained_model` (or built the same way).
         images: a folder `<images>/<class>/<image>` (FER2013 layout); folders are matched to the
             model's classes (`pretrain.list_matched_images`), the others skipped.
         batch_size: images per batch.

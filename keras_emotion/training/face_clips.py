@@ -28,9 +28,9 @@ CK+48 subjects are split into `folds` subject-wise folds (seeded); the folds in
 held-out folds measures accuracy on unseen subjects and a run without trains on all of them.
 The epoch with the best FER2013 validation accuracy is kept.
 
-Files under `output_dir`:
+Files under `output_dir` (a `run_folder.RunFolder`, locked while the run goes on):
 
-    model_info.json, model.float16.npz   the model (`task.save_float16_weights`): a
+    model_info.json, model.float16.npz   the model (`models.saving.save_float16_weights`): a
                                          trained-model directory every tool reads
     report.json                          config, per-epoch history, final figures
     history.csv                          one row per epoch
@@ -57,16 +57,19 @@ import tensorflow as tf
 from keras_emotion.data.datasets import list_ck48, split_by_subject
 from keras_emotion.data.emotions import EMOTIONS, match_class_names
 from keras_emotion.data.faces import AlignmentConfig
+from keras_emotion.data.model_input import decode_images
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.builder import BACKBONE_NAME, feature_map_backbone
 from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training import feature_cache
-from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger, read_history
+from keras_emotion.training.callbacks import read_history
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
-from keras_emotion.training.pretrain import augment, decode_images, held_out_part, list_matched_images
-from keras_emotion.training.task import classification_loss, probabilities_model, save_float16_weights
+from keras_emotion.training.pretrain import augment, held_out_part, list_matched_images
+from keras_emotion.models.saving import save_float16_weights
+from keras_emotion.training.run_folder import RunFolder
+from keras_emotion.training.task import classification_loss, probabilities_model
 
 VIDEO_FRAMES = 16
 """Frames the shipped model samples from a video window (the paper's 16)."""
@@ -74,9 +77,6 @@ SHIPPED_ALIGNMENT = AlignmentConfig(output_size=48, eye_level=0.38, eye_distance
 """The framing of FER2013 and CK+48 crops (measured with dlib's landmarks on 150 images of each)."""
 REPORT_FILE = "report.json"
 CROSS_VALIDATION_FILE = "cross_validation.json"
-HISTORY_FILE = "history.csv"
-BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
-BACKUP_DIR = "backup"
 FEATURE_CACHE_DIR = "feature_cache"
 
 
@@ -362,11 +362,22 @@ def evaluate_clips(model: keras.Model, clips: FaceClips, batch_size: int = 256) 
 
 
 def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
-    """Trains the shipped model's head on FER2013 + CK+48 (see the module docstring).
+    """Trains the shipped model's head on FER2013 + CK+48 (see the module docstring), holding
+    the lock of `config.output_dir` (`files.OutputDirLock`) while it runs.
 
     Returns:
         The report written to `output_dir/report.json`.
+
+    Raises:
+        files.OutputDirInUseError: another live run holds the output folder (naming it).
     """
+    run = RunFolder(config.output_dir)
+    with run.lock("train-face-clips"):
+        return _train_in_locked_dir(config, run, verbose)
+
+
+def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> dict:
+    """`train_face_clips` once `run`, its output folder, is locked."""
     fer_train, fer_skipped = fer2013_clips(
         os.path.join(config.fer2013_dir, "train"), config.image_size, config.max_per_class
     )
@@ -404,23 +415,16 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         loss=classification_loss(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    os.makedirs(config.output_dir, exist_ok=True)
-    best_weights = os.path.join(config.output_dir, BEST_WEIGHTS_FILE)
-    history_csv = os.path.join(config.output_dir, HISTORY_FILE)
     trainable.fit(
         clip_dataset(train_clips, config.batch_size, config.seed, config, repeats),
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=clip_dataset(fer_val_maps, 256),
         shuffle=False,  # clip_dataset shuffles
-        callbacks=[
-            EpochCSVLogger(history_csv),
-            BestWeightsCheckpoint(best_weights, "val_accuracy", history_csv),
-            EpochBackup(os.path.join(config.output_dir, BACKUP_DIR)),
-        ],
+        callbacks=run.callbacks("val_accuracy"),
         verbose=verbose,
     )
-    trainable.load_weights(best_weights)
+    trainable.load_weights(run.best_weights)
     if training_model is not model:
         copy_head_weights(training_model, model)
     info = ModelInfo(
@@ -428,13 +432,8 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         preprocessing=Preprocessing(config.image_size, 1.0),
         num_frames=VIDEO_FRAMES,
         model_config=dataclasses.replace(config.model_config(), backbone_weights=None),
-        dataset_manifest={
-            "image_size": config.image_size,
-            "preprocessing": {
-                "alignment": dataclasses.asdict(dataclasses.replace(SHIPPED_ALIGNMENT, output_size=config.image_size))
-            },
-            "sources": ["FER2013 train", "CK+48", *[f"{name} (held-out part excluded)" for name in extra_sizes]],
-        },
+        alignment=dataclasses.replace(SHIPPED_ALIGNMENT, output_size=config.image_size),
+        training_data=["FER2013 train", "CK+48", *[f"{name} (held-out part excluded)" for name in extra_sizes]],
         keras_version=keras.__version__,
     )
     save_float16_weights(model, config.output_dir, info)
@@ -442,7 +441,7 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
         "config": dataclasses.asdict(config),
         "train_clips": {"fer2013": len(fer_train) - sum(extra_sizes.values()), **extra_sizes, "ck48": len(ck48_train)},
         "skipped_classes": {"fer2013": fer_skipped, "ck48": ck48_skipped},
-        "history": read_history(history_csv),
+        "history": read_history(run.history_csv),
         "fer2013_validation": evaluate_clips(model, fer_val),
         "ck48_held_out": evaluate_clips(model, ck48_test) if len(ck48_test) else None,
         "ck48_held_out_folds": list(config.held_out_folds),

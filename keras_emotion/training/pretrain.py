@@ -8,6 +8,7 @@ scratch on FER2013's 48x48 gray faces, or fine-tunes dlib's face-recognition Res
     [+ extra_data_dirs/<class>/*: ExpW, SFEW; a     matched to those classes by name
        hashed part of each held out]
       -> decode (gray -> 3 channels), resize        uint8 (n, S, S, 3), held in memory
+         (`model_input.decode_images`)
       -> targets                                    one-hot, or blended with the FER+ votes
       -> train: shuffle, batch, augment             random crop-zoom, shift, flip, brightness,
                                                     contrast: float32 (B, S, S, 3) in 0..255
@@ -17,48 +18,47 @@ scratch on FER2013's 48x48 gray faces, or fine-tunes dlib's face-recognition Res
     backbone at `backbone_lr_multiplier` x the classifier's rate. After each epoch FER2013
     validation and each held-out part are scored, plain and averaged with the mirror image.
 
-Files under `output_dir`:
+Files under `output_dir` (a `run_folder.RunFolder`, locked while the run goes on):
 
     <backbone>_fer2013.weights.h5 the backbone's weights at the best epoch (best val accuracy);
                                   load with ModelConfig(backbone=..., backbone_weights=...)
     <backbone>_fer2013.json       classes, image size, epochs, per-epoch history, best epoch
+    history.csv                   one row per epoch: losses, accuracies, seconds, learning rates
     backup/                       `callbacks.EpochBackup` state; a rerun after a crash or a
                                   kill resumes from it (deleted when training completes)
 
-Both files are written under a temporary name and renamed, after every epoch that improves on
-the best validation accuracy (the JSON after every epoch).
+Each file is written under a temporary name and renamed: the weights after every epoch that
+improves on the best validation accuracy, history.csv and the JSON after every epoch.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 import time
 import zlib
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data.emotions import canonical_emotion, match_class_names
-from keras_emotion.data.video import InputError
-from keras_emotion.files import atomic_write, read_json, write_json_atomically
+from keras_emotion.data.model_input import decode_images
+from keras_emotion.data.video import IMAGE_EXTENSIONS, InputError, is_image_file
+from keras_emotion.files import write_json_atomically
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.models.builder import backbone_variables, head_variables
-from keras_emotion.training.callbacks import EpochBackup
+from keras_emotion.training.callbacks import read_history
 from keras_emotion.training.optimizers import group_learning_rates, warmup_cosine_adamw
+from keras_emotion.training.run_folder import RunFolder
 
 PRETRAINABLE_BACKBONES = ("compact", "compact_wide", "dlib_resnet", "dlib_resnet_256")
 FERPLUS_LABELS_FILE = "ferplus_labels.csv"
 FERPLUS_VOTE_PREFIX = "votes_"
-BACKUP_DIR = "backup"
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-DECODE_BATCH = 512
 
 
 @dataclasses.dataclass
@@ -233,10 +233,10 @@ def list_image_files(
             raise InputError(class_dir, f"class folder is missing (classes: {list(class_names)})")
         files = sorted(
             file for file in os.listdir(class_dir)
-            if not file.startswith(".") and file.lower().endswith(IMAGE_EXTENSIONS)
+            if not file.startswith(".") and is_image_file(file)
         )[:max_per_class]
         if not files:
-            raise InputError(class_dir, f"class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise InputError(class_dir, f"class folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         paths += [os.path.join(class_dir, file) for file in files]
         labels += [label] * len(files)
     return paths, np.asarray(labels, np.int32)
@@ -363,73 +363,6 @@ def load_extra_split(
     )
 
 
-def _decode_resized(path, image_size: int):
-    """One image file -> uint8 (S, S, 3) RGB (gray is repeated over the 3 channels); a
-    non-square image is cut to its centre square first.
-
-    JPEGs are decoded with the accurate integer DCT: the default fast one is off by up to
-    16 grey levels on FER2013's 48x48 faces.
-    """
-    contents = tf.io.read_file(path)
-    image = tf.cond(
-        tf.io.is_jpeg(contents),
-        lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
-    )
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    side = tf.minimum(height, width)
-    image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
-    resized = tf.image.resize(image, [image_size, image_size])
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-
-def decode_image_batches(paths: Sequence[str], image_size: int, batch_size: int = DECODE_BATCH) -> Iterator[np.ndarray]:
-    """Decodes and resizes image files in parallel, one batch after another (the next batch is
-    decoded while the caller works on this one): yields uint8 (b, S, S, 3) RGB, b = `batch_size`
-    but for the last batch, in the order of `paths`.
-
-    Raises:
-        InputError: naming the first file that cannot be read or decoded.
-    """
-    decoded = (
-        tf.data.Dataset.from_tensor_slices(list(paths))
-        .map(lambda path: _decode_resized(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch_size)
-        .prefetch(1)
-    )
-    iterator = iter(decoded)
-    for start in range(0, len(paths), batch_size):
-        try:
-            batch = next(iterator).numpy()
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-            _raise_for_bad_file(paths[start : start + batch_size], image_size)
-            raise
-        yield batch
-
-
-def decode_images(paths: Sequence[str], image_size: int) -> np.ndarray:
-    """Decodes and resizes image files in parallel: n paths -> uint8 (n, S, S, 3) RGB.
-
-    Raises:
-        InputError: naming the first file that cannot be read or decoded.
-    """
-    images = np.empty((len(paths), image_size, image_size, 3), np.uint8)
-    start = 0
-    for batch in decode_image_batches(paths, image_size):
-        images[start : start + len(batch)] = batch
-        start += len(batch)
-    return images
-
-
-def _raise_for_bad_file(paths: Sequence[str], image_size: int) -> None:
-    """Decodes `paths` one by one and raises an InputError naming the first bad one."""
-    for path in paths:
-        try:
-            _decode_resized(path, image_size)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-            raise InputError(path, f"cannot decode the image: {error.message}") from None
-
-
 def augment(images, seed, config: PretrainConfig):
     """Random zoom-crop, shift, horizontal flip, brightness and contrast, per image.
 
@@ -545,72 +478,59 @@ class HeldOutEvaluation(keras.callbacks.Callback):
             logs[f"val_{name}_flip_accuracy"] = float(np.mean(averaged.argmax(axis=1) == split.labels))
 
 
-class BestBackboneCheckpoint(keras.callbacks.Callback):
-    """After each epoch: records its logs; if its val_accuracy beats every earlier epoch,
-    saves the backbone's weights; then rewrites the JSON report.
+class EpochTimeAndRates(keras.callbacks.Callback):
+    """Adds to each epoch's logs "seconds", the epoch's duration up to this callback (so the
+    scoring of held-out sets before it is included), and the learning rates: "learning_rate",
+    or "learning_rate_<group>" per parameter group of a `MultiOptimizer`."""
 
-    Args:
-        backbone: the backbone model inside the classifier being trained.
-        weights_path: where the backbone weights go (`*.weights.h5`).
-        report_path: where the JSON report goes.
-        report: the report's fixed fields (classes, image size, ...); "history",
-            "val_accuracy", "best_epoch", "best_val_accuracy" and "completed" are added.
-        history: records of epochs already done (when resuming), one dict per epoch.
-    """
-
-    def __init__(self, backbone, weights_path: str, report_path: str, report: dict, history=()):
+    def __init__(self):
         super().__init__()
-        self.backbone = backbone
-        self.weights_path = weights_path
-        self.report_path = report_path
-        self.report = dict(report)
-        self.history = list(history)
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        del self.history[epoch:]  # epochs EpochBackup makes us run again
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        record = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 1)}
-        record.update({name: float(value) for name, value in (logs or {}).items()})
+        if logs is None:
+            return
+        logs["seconds"] = round(time.perf_counter() - self._epoch_start, 1)
         optimizer = self.model.optimizer
         if isinstance(optimizer, keras.optimizers.MultiOptimizer):
-            record.update({f"learning_rate_{name}": rate for name, rate in group_learning_rates(optimizer).items()})
+            logs.update({f"learning_rate_{name}": rate for name, rate in group_learning_rates(optimizer).items()})
         else:
-            record["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        if "val_accuracy" not in record:
-            raise ValueError("pre-training selects the best epoch by val_accuracy; fit got no validation data")
-        best_so_far = max((earlier["val_accuracy"] for earlier in self.history), default=-math.inf)
-        self.history.append(record)
-        if record["val_accuracy"] > best_so_far:
-            with atomic_write(self.weights_path, keep_suffix=".weights.h5") as temp:
-                self.backbone.save_weights(temp)
-        self.write_report(completed=False)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
-    def write_report(self, completed: bool) -> dict:
-        """Writes the report with the history so far; returns it."""
-        accuracies = [record["val_accuracy"] for record in self.history]
-        best = int(np.argmax(accuracies)) if accuracies else None
-        report = dict(
-            self.report,
-            completed=completed,
-            val_accuracy=accuracies,
-            best_epoch=None if best is None else best + 1,
-            best_val_accuracy=None if best is None else accuracies[best],
-            history=self.history,
-        )
-        write_json_atomically(self.report_path, report)
-        return report
+
+def write_report(path: str, history_csv: str, fixed: dict, completed: bool) -> dict:
+    """Writes the JSON report of a run: `fixed` (classes, image size, ...), then "completed",
+    "val_accuracy" (per epoch), "best_epoch", "best_val_accuracy" and "history" (per epoch, the
+    row of `history_csv` as numbers, epochs counted from 1). Returns the report."""
+    history = [
+        {**{name: float(value) for name, value in row.items() if value}, "epoch": int(row["epoch"]) + 1}
+        for row in read_history(history_csv)
+    ]
+    accuracies = [record["val_accuracy"] for record in history]
+    best = int(np.argmax(accuracies)) if accuracies else None
+    report = dict(
+        fixed,
+        completed=completed,
+        val_accuracy=accuracies,
+        best_epoch=None if best is None else best + 1,
+        best_val_accuracy=None if best is None else accuracies[best],
+        history=history,
+    )
+    write_json_atomically(path, report)
+    return report
 
 
 def pretrain(
     config: PretrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto"
 ) -> PretrainResult:
-    """Trains `config.backbone` on `config.data_dir` and saves its best-epoch weights.
+    """Trains `config.backbone` on `config.data_dir` and saves its best-epoch weights, holding the
+    lock of `config.output_dir` (`files.OutputDirLock`) while it runs.
 
     Resumes from `config.output_dir/backup` when an earlier run of the same config was
-    interrupted (the report's history of the finished epochs is kept).
+    interrupted (history.csv keeps the finished epochs).
 
     Args:
         config: the run.
@@ -622,7 +542,15 @@ def pretrain(
 
     Raises:
         InputError: a missing or empty split or class folder, or an undecodable image.
+        files.OutputDirInUseError: another live run holds the output folder (naming it).
     """
+    run = RunFolder(config.output_dir, best_weights_file=config.weights_file)
+    with run.lock("pretrain"):
+        return _pretrain_in_locked_dir(config, run, callbacks, verbose)
+
+
+def _pretrain_in_locked_dir(config: PretrainConfig, run: RunFolder, callbacks, verbose) -> PretrainResult:
+    """`pretrain` once `run`, its output folder, is locked."""
     train_split = load_split(
         os.path.join(config.data_dir, TRAIN_SPLIT), config.image_size, max_per_class=config.max_per_class
     )
@@ -651,14 +579,6 @@ def pretrain(
             f"of {config.batch_size}"
         )
 
-    os.makedirs(config.output_dir, exist_ok=True)
-    weights_path = os.path.join(config.output_dir, config.weights_file)
-    report_path = os.path.join(config.output_dir, config.report_file)
-    backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
-    earlier_history = []
-    if os.path.isdir(backup_dir) and os.path.exists(report_path):
-        earlier_history = read_json(report_path).get("history", [])
-
     keras.utils.set_random_seed(config.seed)
     backbone = build_backbone(config.backbone, config.image_size, config.initial_weights)
     classifier = build_classifier(backbone, len(train_split.class_names), config.dropout)
@@ -676,33 +596,35 @@ def pretrain(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    checkpoint = BestBackboneCheckpoint(
-        backbone,
-        weights_path,
-        report_path,
-        {
-            "backbone": config.backbone,
-            "weights_file": config.weights_file,
-            "classes": train_split.class_names,
-            "image_size": config.image_size,
-            "epochs": config.epochs,
-            "train_images": len(train_split.labels),
-            "val_images": len(val_split.labels),
-            "held_out_images": {name: len(split.labels) for name, split in held_out.items()},
-            "config": dataclasses.asdict(config),
-        },
-        earlier_history,
+    report_path = os.path.join(run.path, config.report_file)
+    fixed = {
+        "backbone": config.backbone,
+        "weights_file": config.weights_file,
+        "classes": train_split.class_names,
+        "image_size": config.image_size,
+        "epochs": config.epochs,
+        "train_images": len(train_split.labels),
+        "val_images": len(val_split.labels),
+        "held_out_images": {name: len(split.labels) for name, split in held_out.items()},
+        "config": dataclasses.asdict(config),
+    }
+    report_writer = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: write_report(report_path, run.history_csv, fixed, completed=False)
     )
-    # The checkpoint runs before the backup, so a crash between them re-runs (and re-records)
-    # the epoch rather than losing its record.
     classifier.fit(
         training_dataset(train_split, config),
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=evaluation_dataset(val_split, config.batch_size),
         shuffle=False,  # training_dataset shuffles
-        callbacks=[HeldOutEvaluation(held_out, config.batch_size), checkpoint, EpochBackup(backup_dir), *callbacks],
+        callbacks=[
+            HeldOutEvaluation(held_out, config.batch_size),
+            EpochTimeAndRates(),
+            *run.callbacks("val_accuracy", weights_of=backbone),
+            report_writer,
+            *callbacks,
+        ],
         verbose=verbose,
     )
-    return PretrainResult(weights_path, report_path, checkpoint.write_report(completed=True))
-
+    report = write_report(report_path, run.history_csv, fixed, completed=True)
+    return PretrainResult(run.best_weights, report_path, report)

@@ -13,7 +13,8 @@ builds everything inside the distribution strategy's scope and runs `model.fit`.
     callbacks  = learning rates -> logs, TensorBoard, history.csv, best-epoch weights,
                  backup (training.callbacks: each written atomically), console progress
 
-Files under `config.output_dir` (the chief's; other workers use `workers/<task>`):
+Files under `config.output_dir` (the chief's; other workers use `workers/<task>`), a
+`run_folder.RunFolder`:
 
     .lock                     `files.OutputDirLock`: one training run per folder
     train_config.json         the TrainConfig of the run
@@ -21,11 +22,15 @@ Files under `config.output_dir` (the chief's; other workers use `workers/<task>`
     checkpoints/best.weights.h5   weights of the best epoch (val_accuracy, else accuracy)
     history.csv               one row per epoch: loss, accuracy, val_*, learning rates
     logs/                     TensorBoard
-    trained/                  `save_trained_model` of the best epoch: model.keras, model_info.json
+    trained/                  `models.saving.save_trained_model` of the best epoch: model.keras,
+                              model_info.json (with the training data's face alignment)
 
-A trained-model directory holds model_info.json and either model.keras or, for a model that
-ships inside the package, model.float16.npz (`save_float16_weights`: every weight in float16,
-rebuilt from the ModelConfig in model_info.json when loaded).
+    initial_backbone.weights.h5   the backbone of the trained model the run starts from, if any
+
+Fine-tuning: `config.model.backbone_weights` may name a trained-model directory (the shipped
+model's included); the run starts from its backbone (copied into the run folder, then loaded
+like any backbone weights file), once its training faces are found to be aligned like the
+training data's (`ModelInfo.check_alignment`).
 
 The model is compiled through a one-output view, `keras.Model(inputs, probabilities)`, that
 shares every layer and weight with the built model: Keras can then pair the (B,) labels with
@@ -41,55 +46,24 @@ import warnings
 from typing import Optional, Sequence
 
 import keras
-import numpy as np
 from keras import tree
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.integrity import verify_shards
-from keras_emotion.data.metadata import batches_per_pass, read_class_names, read_manifest
+from keras_emotion.data.manifest import Manifest, data_folder, manifest_path, read_manifest
+from keras_emotion.data.metadata import batches_per_pass, read_class_names
 from keras_emotion.data.pipeline import build_dataset, list_shards
-from keras_emotion.files import OutputDirLock, atomic_write
-from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables, with_any_number_of_frames
-from keras_emotion.models.info import ModelInfo, Preprocessing, read_model_info, write_model_info
-from keras_emotion.training.callbacks import BestWeightsCheckpoint, EpochBackup, EpochCSVLogger
+from keras_emotion.files import atomic_write
+from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
+from keras_emotion.models.backbones import BACKBONE_NAME, KERAS3_WEIGHTS_SUFFIX
+from keras_emotion.models.info import MODEL_INFO_FILE
+from keras_emotion.models.saving import load_trained_model, save_trained_model
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy, is_multi_worker, worker_output_dir
 from keras_emotion.training.optimizers import group_learning_rates, two_rate_sgd
+from keras_emotion.training.run_folder import RunFolder
 
-MODEL_FILE = "model.keras"
-FLOAT16_WEIGHTS_FILE = "model.float16.npz"
-BACKUP_DIR = "backup"
-BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
-HISTORY_FILE = "history.csv"
-
-
-@dataclasses.dataclass
-class TrainedModel:
-    """A model saved by `save_trained_model`, with what is needed to feed it.
-
-    Attributes:
-        model: the Keras model; inputs {"frames": (B, F, S, S, 3) float32 0..255,
-            "frame_mask": (B, F) float32}, outputs {"probabilities": (B, E), ...}.
-        info: its `models.info.ModelInfo` (class names, preprocessing, F, ModelConfig, the
-            training data's manifest).
-    """
-
-    model: keras.Model
-    info: ModelInfo
-
-    def input_config(self, file_pattern: str, **overrides) -> InputConfig:
-        """An evaluation InputConfig that preprocesses like training did (centre crop,
-        uniform sampling); `overrides` set any other InputConfig field."""
-        values = dict(
-            file_pattern=file_pattern,
-            training=False,
-            num_frames=self.info.num_frames,
-            image_size=self.info.preprocessing.image_size,
-            crop_fraction=self.info.preprocessing.crop_fraction,
-        )
-        values.update(overrides)
-        return InputConfig(**values)
-
+INITIAL_BACKBONE_FILE = "initial_backbone.weights.h5"
 
 def train(
     config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto"
@@ -118,25 +92,26 @@ def train(
             without `config.allow_incomplete` (naming the file).
     """
     strategy = get_strategy()
-    output_dir = worker_output_dir(strategy, config.output_dir)
-    with OutputDirLock(output_dir, "train"):
-        return _train_in_locked_dir(config, callbacks, verbose, strategy, output_dir)
+    run = RunFolder(worker_output_dir(strategy, config.output_dir))
+    with run.lock("train"):
+        return _train_in_locked_dir(config, callbacks, verbose, strategy, run)
 
 
-def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, output_dir: str) -> tuple:
-    """`train` once `output_dir`, the folder of this worker, is locked."""
+def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, run: RunFolder) -> tuple:
+    """`train` once `run`, the folder of this worker, is locked."""
     for input_config in filter(None, (config.train_data, config.val_data)):
         verify_shards(list_shards(input_config), config.allow_incomplete)
-    os.makedirs(output_dir, exist_ok=True)
-    config.to_json(os.path.join(output_dir, "train_config.json"))
+    config.to_json(run.config_path)
 
     train_input = dataclasses.replace(config.train_data, repeat=True)
     class_names = read_class_names(train_input, config.model.num_classes)
     steps_per_epoch = config.steps_per_epoch or batches_per_pass(train_input)
+    manifest = read_manifest(train_input)
+    backbone_weights = _backbone_weights_file(config.model, manifest, manifest_path(train_input), run.path)
 
     keras.utils.set_random_seed(config.seed)
     with _global_dtype_policy(config.mixed_precision), strategy.scope():
-        model = build_model(config.model)
+        model = build_model(dataclasses.replace(config.model, backbone_weights=backbone_weights))
         training_model = probabilities_model(model)
         training_model.compile(
             optimizer=two_rate_sgd(config, backbone_variables(model), head_variables(model), steps_per_epoch),
@@ -147,18 +122,10 @@ def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, outp
     def distribute(input_config: InputConfig):
         return strategy.distribute_datasets_from_function(lambda context: build_dataset(input_config, context))
 
-    monitor = "val_accuracy" if config.val_data else "accuracy"
-    backup_dir = os.path.join(output_dir, BACKUP_DIR)
-    best_weights = os.path.join(output_dir, BEST_WEIGHTS_FILE)
-    history_csv = os.path.join(output_dir, HISTORY_FILE)
-    # Row, best weights, then backup (see training.callbacks): a kill between them makes the
-    # rerun repeat the epoch, rewriting its row.
     task_callbacks = [
         LearningRateLogger(),
-        keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), write_graph=False),
-        EpochCSVLogger(history_csv),
-        BestWeightsCheckpoint(best_weights, monitor, history_csv),
-        EpochBackup(backup_dir),
+        keras.callbacks.TensorBoard(run.logs_dir, write_graph=False),
+        *run.callbacks("val_accuracy" if config.val_data else "accuracy"),
     ]
     with warnings.catch_warnings():
         # The training data repeats forever, so only the validation data can "run out": that
@@ -173,16 +140,41 @@ def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, outp
             callbacks=task_callbacks + list(callbacks),
             verbose=verbose,
         )
-    training_model.load_weights(best_weights)
+    training_model.load_weights(run.best_weights)
     save_trained_model(
         model,
-        os.path.join(output_dir, "trained"),
+        os.path.join(run.path, "trained"),
         config.model,
         train_input,
         class_names,
-        read_manifest(train_input),
+        alignment=None if manifest is None else manifest.alignment,
+        training_data=[data_folder(train_input)],
     )
     return model, history
+
+
+def _backbone_weights_file(config: ModelConfig, manifest: Optional[Manifest], data: str, output_dir: str) -> Optional[str]:
+    """`config.backbone_weights`, or, where it names a trained-model directory, that model's
+    backbone weights written to `<output_dir>/initial_backbone.weights.h5` once its training
+    faces are found to be framed like the training data's; `manifest` is the training data's
+    (None: unknown alignment), `data` names it.
+
+    Raises:
+        models.info.AlignmentMismatchError: the faces are framed otherwise (naming both).
+        ValueError: the trained model has another backbone (naming it and both backbones).
+    """
+    source = config.backbone_weights
+    if not source or not os.path.isfile(os.path.join(source, MODEL_INFO_FILE)):
+        return source
+    trained = load_trained_model(source)
+    trained.info.check_alignment(None if manifest is None else manifest.alignment, data, source)
+    source_backbone = trained.info.model_config.backbone if trained.info.model_config else "unknown"
+    if source_backbone != config.backbone:
+        raise ValueError(f"{source}: its backbone is {source_backbone}, not {config.backbone}; give --backbone {source_backbone}")
+    weights_file = os.path.join(output_dir, INITIAL_BACKBONE_FILE)
+    with atomic_write(weights_file, keep_suffix=KERAS3_WEIGHTS_SUFFIX) as temp:
+        trained.model.get_layer(BACKBONE_NAME).save_weights(temp)
+    return weights_file
 
 
 def classification_loss() -> keras.losses.Loss:
@@ -251,102 +243,6 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update({f"lr_{name}": rate for name, rate in group_learning_rates(self.model.optimizer).items()})
-
-
-def save_trained_model(
-    model: keras.Model,
-    directory: str,
-    model_config: ModelConfig,
-    input_config: InputConfig,
-    class_names: Sequence[str],
-    dataset_manifest: Optional[dict] = None,
-) -> str:
-    """Saves `model` (without optimizer) and its `ModelInfo` (`models.info`: class names, the
-    preprocessing and num_frames of `input_config`, the model config, the dataset manifest).
-
-    Writes `<directory>/model.keras`, then `<directory>/model_info.json`. Each is written under
-    a temporary name and renamed, the info last, so a directory with a model_info.json is
-    complete.
-
-    Returns:
-        The path of the `.keras` file.
-    """
-    info = ModelInfo(
-        class_names=class_names,
-        preprocessing=Preprocessing(input_config.image_size, input_config.crop_fraction),
-        num_frames=input_config.num_frames,
-        model_config=model_config,
-        dataset_manifest=dataset_manifest,
-        keras_version=keras.__version__,
-    )
-    model_path = os.path.join(directory, MODEL_FILE)
-    with atomic_write(model_path, keep_suffix=".keras") as temp:
-        model.save(temp, include_optimizer=False)
-    write_model_info(directory, info)
-    return model_path
-
-
-def save_float16_weights(model: keras.Model, directory: str, info: ModelInfo) -> str:
-    """Saves `model`'s weights in float16 (half the size of model.keras) with its ModelInfo.
-
-    Writes `<directory>/model.float16.npz` (arrays "0", "1", ... in `model.weights` order,
-    and "paths", their variable paths), then `<directory>/model_info.json`, each atomically.
-    `info.model_config` must describe `model`: `load_trained_model` rebuilds it from there.
-
-    Returns:
-        The path of the `.npz` file.
-    """
-    if info.model_config is None:
-        raise ValueError("save_float16_weights: the ModelInfo needs the model_config to rebuild the model")
-    arrays = {str(index): keras.ops.convert_to_numpy(weight).astype(np.float16) for index, weight in enumerate(model.weights)}
-    arrays["paths"] = np.array([weight.path for weight in model.weights])
-    path = os.path.join(directory, FLOAT16_WEIGHTS_FILE)
-    with atomic_write(path, keep_suffix=".npz") as temp:
-        with open(temp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-    write_model_info(directory, info)
-    return path
-
-
-def _load_float16_weights(path: str, info: ModelInfo) -> keras.Model:
-    """The model of `info.model_config` (any number of frames) holding the weights in `path`."""
-    if info.model_config is None:
-        raise ValueError(f"{path}: its model_info.json has no model_config to rebuild the model from")
-    model = build_model(dataclasses.replace(info.model_config, backbone_weights=None))
-    with np.load(path) as stored:
-        paths = [str(name) for name in stored["paths"]]
-        expected = [weight.path for weight in model.weights]
-        if paths != expected:
-            first = next(index for index, pair in enumerate(zip(paths + [None], expected + [None])) if pair[0] != pair[1])
-            raise ValueError(
-                f"{path}: its {len(paths)} weights do not fit the {len(expected)} weights of the model in "
-                f"model_info.json (weight {first}: {(paths + [None])[first]!r} in the file, "
-                f"{(expected + [None])[first]!r} in the model)"
-            )
-        for index, weight in enumerate(model.weights):
-            weight.assign(stored[str(index)].astype(weight.dtype))
-    return with_any_number_of_frames(model)
-
-
-def load_trained_model(directory: str) -> TrainedModel:
-    """Loads what `save_trained_model` or `save_float16_weights` wrote in `directory` (for
-    inference: not compiled).
-
-    Raises:
-        FileNotFoundError: `directory` lacks model_info.json, or both model.keras and
-            model.float16.npz (naming it).
-        ValueError: model_info.json is not valid JSON or has another format version, or the
-            float16 weights do not fit its model_config.
-    """
-    what = "a trained-model directory (or saving it was interrupted)"
-    info = read_model_info(directory, what=what)
-    model_path = os.path.join(directory, MODEL_FILE)
-    float16_path = os.path.join(directory, FLOAT16_WEIGHTS_FILE)
-    if os.path.isfile(model_path):
-        return TrainedModel(model=keras.models.load_model(model_path, compile=False), info=info)
-    if os.path.isfile(float16_path):
-        return TrainedModel(model=_load_float16_weights(float16_path, info), info=info)
-    raise FileNotFoundError(f"{model_path} not found: {directory} is not {what}")
 
 
 @contextlib.contextmanager

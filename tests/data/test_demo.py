@@ -186,7 +186,7 @@ def test_bad_parameters_are_refused(tmp_path):
 
 def test_script_writes_the_corpus(tmp_path):
     output = tmp_path / "demo_corpus"
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "make_demo_corpus.py"), f"--output={output}"]
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "make_demo_corpus.py"), f"--output_dir={output}"]
     command += ["--num_train=1", "--num_val=1", "--frames=2"]
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)

@@ -56,7 +56,7 @@ def test_records_are_counted_and_truncated_or_flipped_shards_named(tmp_path):
 def test_an_incomplete_manifest_is_refused_unless_allowed_and_counts_must_match(tmp_path):
     path = write_records(tmp_path / "train-00000.tfrecord")
     shards = [{"file": "train-00000.tfrecord", "split": "train", "clips": 3}]
-    manifest = {"complete": False, "num_clips": 3, "shards": shards}
+    manifest = {"class_names": ["a", "b"], "complete": False, "num_clips": 3, "shards": shards}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataIntegrityError) as refused:
         verify_shards([path])
@@ -116,7 +116,7 @@ def test_train_script_refuses_an_unfinished_preprocessing_run(ck48_raw_tfrecords
     manifest = {"complete": False, "num_clips": 13, "class_names": CK48_CLASSES, "shards": shards}
     data = copy_shards(ck48_raw_tfrecords, tmp_path / "data", manifest)
     result = run_script(
-        "train.py", f"--train_dir={data}", "--val_split=", "--num_frames=3", "--image_size=16",
+        "train.py", f"--data={data}", "--val_split=", "--num_frames=3", "--image_size=16",
         f"--output_dir={tmp_path / 'run'}",
     )
     assert result.returncode == 1, result.stderr[-2000:]
@@ -133,7 +133,7 @@ def test_evaluate_script_names_a_truncated_shard(tiny_trained_model_dir, ck48_ra
     truncated = data / "train-00002.tfrecord"
     os.truncate(truncated, os.path.getsize(truncated) // 3)
     result = run_script(
-        "evaluate.py", f"--model_dir={tiny_trained_model_dir}", f"--data={data}", "--split=train",
+        "evaluate.py", f"--model={tiny_trained_model_dir}", f"--data={data}", "--split=train",
         f"--output_dir={tmp_path / 'eval'}",
     )
     assert result.returncode == 1

@@ -229,7 +229,7 @@ def _children(pid: int) -> list:
 def _start_preprocess(csv_path, output, log) -> subprocess.Popen:
     command = [
         sys.executable, str(REPO_ROOT / "scripts" / "preprocess.py"), "--dataset=csv", f"--input={csv_path}",
-        f"--output={output}", "--workers=2", "--upsample=0", "--no_cnn_fallback",
+        f"--output_dir={output}", "--workers=2", "--upsample=0", "--no_cnn_fallback",
     ]
     with open(log, "w") as stream:
         return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=SCRIPT_ENV)

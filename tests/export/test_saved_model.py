@@ -28,7 +28,7 @@ from keras_emotion.data.config import InputConfig
 from keras_emotion.export import export_saved_model, next_version, saved_model
 from keras_emotion.models import build_model
 from keras_emotion.models.info import ModelInfo, Preprocessing
-from keras_emotion.training.task import save_trained_model
+from keras_emotion.models.saving import save_trained_model
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -206,12 +206,13 @@ def test_layout_and_next_version(exported_dir):
     assert sorted(os.listdir(version_dir.parent)) == ["1"]  # no temporary folder left
     info = json.loads((version_dir / "assets.extra" / "model_info.json").read_text())
     assert info == {
-        "format_version": 2,
+        "format_version": 3,
         "class_names": CLASS_NAMES,
         "preprocessing": {"image_size": 32, "crop_fraction": 0.5, "resize_size": 64},
         "num_frames": None,
         "model_config": None,
-        "dataset_manifest": None,
+        "alignment": None,
+        "training_data": [],
         "keras_version": "",
     }
     assert saved_model.read_export_info(str(version_dir)) == INFO
@@ -287,7 +288,7 @@ def test_export_script_exports_a_model_reloaded_from_keras_file(export_model, ck
     save_trained_model(export_model, str(trained_dir), CONFIG, input_config, CLASS_NAMES)
     command = [
         sys.executable, str(REPO_ROOT / "scripts" / "export.py"),
-        f"--model_dir={trained_dir}", f"--base_dir={tmp_path / 'serving'}", "--name=emo",
+        f"--model={trained_dir}", f"--base_dir={tmp_path / 'serving'}", "--name=emo",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

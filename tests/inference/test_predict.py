@@ -19,7 +19,7 @@ from demo_video import ALIGNMENT, CLASS_NAMES
 from keras_emotion.data.video import InputError, read_frames
 from keras_emotion.inference.clip_model import load_clip_model
 from keras_emotion.inference.predictor import PredictConfig, predict_video, write_prediction
-from keras_emotion.training.task import load_trained_model
+from keras_emotion.models.saving import load_trained_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -2,12 +2,14 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_emotion import testing
 from keras_emotion.data import schema
@@ -24,6 +26,8 @@ from keras_emotion.inference.visualize import (
     read_tfrecord_clip,
     rescale_importance,
 )
+from keras_emotion.models.info import AlignmentMismatchError
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 from keras_emotion.training.metrics import classification_report, save_report_json
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -75,6 +79,23 @@ def test_reads_a_clip_by_id_from_tfrecords(clip_shards):
     assert np.abs(faces.astype(float) - happy_faces).mean() < 3.0  # JPEG quality 95
     with pytest.raises(ValueError, match=r"clip id 'seq_sad' is in none of the 1 shard\(s\) matching '.*val-\*"):
         read_tfrecord_clip(directory, "seq_sad", split="val")
+
+
+def test_a_clip_aligned_otherwise_than_the_model_is_refused(ck48_tfrecords):
+    shipped = load_clip_model(PRETRAINED_MODEL_DIR)
+    clip_id = first_clip_id(ck48_tfrecords)
+    message = rf"^{re.escape(ck48_tfrecords)}/manifest\.json: faces aligned with eye_level=0\.4, eye_distance=0\.3, but"
+    with pytest.raises(AlignmentMismatchError, match=message):
+        read_tfrecord_clip(ck48_tfrecords, clip_id, model=shipped)
+    faces, _ = read_tfrecord_clip(ck48_tfrecords, clip_id)  # without a model nothing is compared
+    assert faces.shape[1:] == (256, 256, 3)
+
+
+def first_clip_id(directory: str) -> str:
+    """The id of the first clip of the first shard of `directory`."""
+    first_shard = sorted(pathlib.Path(directory).glob("*.tfrecord"))[0]
+    first_record = next(iter(tf.data.TFRecordDataset(str(first_shard))))
+    return schema.parse_clip(first_record)["clip_id"].numpy().decode()
 
 
 def test_explanation_matches_the_model_and_temporal_softmax_pooling(clip_shards, model):
@@ -150,7 +171,7 @@ def test_command_line_draws_fig2_of_a_video(tmp_path, sequence_frames, tiny_trai
     output = tmp_path / "fig2.png"
     ran = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "visualize.py"), "--model", tiny_trained_model_dir]
-        + ["--video", str(video), "--first_frame", "4", "--num_video_frames", "8", "--output", str(output)],
+        + ["--input", str(video), "--first_frame", "4", "--num_video_frames", "8", "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=300,

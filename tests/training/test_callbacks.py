@@ -151,7 +151,7 @@ def start_training(tmp_path, train_dir, run: str) -> tuple:
     in the background; (process, its log file)."""
     log = tmp_path / f"{run}.log"
     command = [
-        sys.executable, str(REPO_ROOT / "scripts" / "train.py"), f"--train_dir={train_dir}",
+        sys.executable, str(REPO_ROOT / "scripts" / "train.py"), f"--data={train_dir}",
         "--val_split=", "--num_frames=3", "--image_size=16", "--batch_size=4",
         "--steps_per_epoch=2", f"--epochs={EPOCHS}",
         f"--restart_epochs={EPOCHS}", "--verbose=2", f"--output_dir={tmp_path / 'out'}",

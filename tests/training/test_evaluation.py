@@ -20,7 +20,9 @@ from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset
 from keras_emotion.models import ModelConfig, build_model, with_any_number_of_frames
-from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
+from keras_emotion.models.info import AlignmentMismatchError
+from keras_emotion.models.saving import load_trained_model, save_trained_model
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR, load_pretrained
 from keras_emotion.testing import write_shards
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.evaluation import (
@@ -34,7 +36,7 @@ from keras_emotion.training.evaluation import (
     predict_images,
 )
 from keras_emotion.training.pretrain import is_held_out
-from keras_emotion.training.task import load_trained_model, save_trained_model, train
+from keras_emotion.training.task import train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32
@@ -148,10 +150,22 @@ def test_data_without_a_class_of_the_model_is_refused(trained_dir, ck48_raw_tfre
     )
 
 
+def test_data_aligned_otherwise_than_the_model_is_refused_naming_both(ck48_tfrecords):
+    """The README's first try of a new user: CK+48 preprocessed with the defaults (eyes at 0.40,
+    0.30 apart) and the shipped model, trained on FER2013-like framing (0.38, 0.37)."""
+    with pytest.raises(AlignmentMismatchError) as error:
+        evaluate(load_pretrained(), ck48_tfrecords, "train")
+    assert str(error.value) == (
+        f"{os.path.join(ck48_tfrecords, 'manifest.json')}: faces aligned with eye_level=0.4, eye_distance=0.3, but the "
+        f"model {PRETRAINED_MODEL_DIR} was trained on faces aligned with eye_level=0.38, eye_distance=0.37; preprocess "
+        f"the data for this model: keras-emotion preprocess --like_model {PRETRAINED_MODEL_DIR} ..."
+    )
+
+
 def test_evaluate_script_writes_the_report(trained_dir, ck48_raw_tfrecords, tmp_path):
     output_dir = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model_dir={trained_dir}",
+        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model={trained_dir}",
          f"--data={ck48_raw_tfrecords}", "--split=train", f"--output_dir={output_dir}"],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
     )
@@ -215,8 +229,8 @@ def _reference_frames(path, resize: int = 40, size: int = IMAGE_SIZE) -> np.ndar
 def test_images_evaluate_as_one_frame_clips_of_the_matched_classes(three_class_dir, image_folder, tmp_path):
     output_dir = tmp_path / "evaluation"
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model_dir={three_class_dir}",
-         f"--images={image_folder}", f"--output_dir={output_dir}", "--batch_size=3"],
+        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model={three_class_dir}",
+         f"--input={image_folder}", f"--output_dir={output_dir}", "--batch_size=3"],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -318,14 +332,14 @@ def test_an_image_folder_without_a_class_of_the_model_is_refused(three_class_dir
     )
 
 
-@pytest.mark.parametrize("data_flags", [[], ["--data=tfrecords", "--images=faces"]], ids=["neither", "both"])
+@pytest.mark.parametrize("data_flags", [[], ["--data=tfrecords", "--input=faces"]], ids=["neither", "both"])
 def test_the_script_needs_exactly_one_of_data_and_images(data_flags, tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--output_dir={tmp_path / 'out'}", *data_flags],
         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
     )
     assert result.returncode == 1
-    assert "give exactly one of --data (TFRecord clips) and --images (a folder of class folders)" in result.stderr
+    assert "give exactly one of --data (TFRecord clips) and --input (a folder of class folders)" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -12,7 +12,7 @@ from keras_emotion.data.emotions import EMOTIONS
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training import face_clips
 from keras_emotion.training.pretrain import is_held_out, list_matched_images
-from keras_emotion.training.task import load_trained_model
+from keras_emotion.models.saving import load_trained_model
 
 SIZE = 32
 
@@ -96,7 +96,7 @@ def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fe
         assert json.load(handle)["fer2013_validation"]["num_examples"] == 140
     trained = load_trained_model(config.output_dir)
     assert trained.info.class_names == list(EMOTIONS)
-    assert trained.info.dataset_manifest["preprocessing"]["alignment"]["eye_distance"] == 0.37
+    assert trained.info.alignment.eye_distance == 0.37
     loaded_backbone = trained.model.get_layer("backbone")
     for before, after in zip(backbone.weights, loaded_backbone.weights):
         np.testing.assert_allclose(after.numpy(), before.numpy().astype(np.float16), rtol=1e-3, atol=1e-4)

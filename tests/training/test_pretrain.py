@@ -11,10 +11,12 @@ import keras
 import numpy as np
 import pytest
 
+from keras_emotion.data.model_input import decode_images
 from keras_emotion.data.video import InputError
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.backbones import BACKBONE_NAME
 from keras_emotion.training import pretrain as pretrain_lib
+from keras_emotion.training.run_folder import BACKUP_DIR, HISTORY_FILE
 
 SUBSET_CLASSES = ("angry", "happy", "surprise")
 
@@ -85,7 +87,7 @@ def test_quick_pretrain_learns_above_chance_on_held_out_faces(quick_run):
 def test_files_are_complete_and_no_temporary_or_backup_is_left(quick_run):
     config, result, _ = quick_run
     assert sorted(os.listdir(config.output_dir)) == sorted(
-        [config.report_file, config.weights_file]
+        [config.report_file, config.weights_file, HISTORY_FILE]
     )
     with open(result.report_path) as handle:
         assert json.load(handle) == json.loads(json.dumps(result.report))
@@ -158,7 +160,7 @@ def test_rerun_after_a_crash_resumes_from_the_backup(fer_subset, tmp_path):
         crashed = json.load(handle)
     assert crashed["completed"] is False
     assert [record["epoch"] for record in crashed["history"]] == [1, 2]
-    assert (tmp_path / pretrain_lib.BACKUP_DIR).is_dir()
+    assert (tmp_path / BACKUP_DIR).is_dir()
 
     recorder = BackboneWeightsRecorder()
     result = pretrain_lib.pretrain(config, callbacks=[recorder], verbose=0)
@@ -166,7 +168,7 @@ def test_rerun_after_a_crash_resumes_from_the_backup(fer_subset, tmp_path):
     assert [record["epoch"] for record in result.report["history"]] == [1, 2, 3]
     assert result.report["history"][:2] == crashed["history"]
     assert result.report["completed"] is True
-    assert not (tmp_path / pretrain_lib.BACKUP_DIR).exists()
+    assert not (tmp_path / BACKUP_DIR).exists()
 
 
 def test_load_split_decodes_gray_faces_into_three_equal_channels(fer_dir):
@@ -268,7 +270,7 @@ def test_extra_corpus_is_split_by_file_name(shared_dir):
     assert 10 <= len(held_out.labels) <= 45
     again = pretrain_lib.load_extra_split(expw, SUBSET_CLASSES, 32, 0.3, max_per_class=30)[1]
     assert again.paths == held_out.paths
-    np.testing.assert_array_equal(held_out.images[:2], pretrain_lib.decode_images(held_out.paths[:2], 32))
+    np.testing.assert_array_equal(held_out.images[:2], decode_images(held_out.paths[:2], 32))
 
 
 def test_flip_averaged_logits_match_numpy():

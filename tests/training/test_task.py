@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -16,17 +17,13 @@ from keras_emotion.data.config import InputConfig
 from keras_emotion.data.pipeline import build_dataset
 from keras_emotion.files import OutputDirInUseError
 from keras_emotion.models import ModelConfig, backbone_variables, build_model, head_variables
-from keras_emotion.models.info import MODEL_INFO_FILE, ModelInfo, Preprocessing, write_model_info
+from keras_emotion.models.info import MODEL_INFO_FILE, AlignmentMismatchError, ModelInfo, Preprocessing, write_model_info
+from keras_emotion.models.saving import load_trained_model, save_float16_weights
+from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 from keras_emotion.training.config import TrainConfig
 from keras_emotion.training.distribution import get_strategy
 from keras_emotion.training.optimizers import two_rate_sgd
-from keras_emotion.training.task import (
-    classification_loss,
-    load_trained_model,
-    probabilities_model,
-    save_float16_weights,
-    train,
-)
+from keras_emotion.training.task import classification_loss, probabilities_model, train
 from replica_worker import relative_error
 
 NUM_FRAMES, IMAGE_SIZE = 3, 32
@@ -131,7 +128,8 @@ def test_trained_model_is_the_best_epoch_and_loads_back(resumed_run, ck48_tfreco
     assert trained.info.model_config == config.model
     assert trained.info.num_frames == NUM_FRAMES
     assert trained.info.preprocessing == Preprocessing(IMAGE_SIZE, 0.875)
-    assert trained.info.dataset_manifest["preprocessing"] == manifest["preprocessing"]
+    assert dataclasses.asdict(trained.info.alignment) == manifest["preprocessing"]["alignment"]
+    assert trained.info.training_data == (ck48_tfrecords,)
 
     val_data = trained.input_config(config.val_data.file_pattern, global_batch_size=8)
     correct = total = 0
@@ -153,6 +151,44 @@ def test_run_writes_logs_and_config(resumed_run):
     assert os.listdir(os.path.join(output_dir, "logs", "train"))
     assert os.path.isfile(os.path.join(output_dir, "checkpoints", "best.weights.h5"))
     assert {"lr_backbone_sgd", "lr_head_sgd", "val_loss"} <= set(resumed_run["rows"][0])
+
+
+def test_fine_tuning_starts_from_the_backbone_of_a_trained_model(resumed_run, ck48_tfrecords, tmp_path):
+    source_dir = os.path.join(resumed_run["config"].output_dir, "trained")
+    config = dataclasses.replace(
+        ck48_config(ck48_tfrecords, tmp_path),
+        model=ModelConfig(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, backbone_weights=source_dir),
+        epochs=1,
+        steps_per_epoch=2,
+        restart_epochs=1,
+        backbone_lr=0.0,  # the backbone stays as it started; its BatchNormalization is frozen
+    )
+    model, _ = train(config, verbose=0)
+    source = load_trained_model(source_dir).model.get_layer("backbone").weights
+    tuned = model.get_layer("backbone").weights
+    assert len(source) == len(tuned) > 0
+    for expected, actual in zip(source, tuned):
+        np.testing.assert_array_equal(actual.numpy(), expected.numpy())
+    fresh = build_model(dataclasses.replace(config.model, backbone_weights=None)).get_layer("backbone").weights
+    assert any(not np.array_equal(actual.numpy(), other.numpy()) for actual, other in zip(tuned, fresh))
+
+
+def test_fine_tuning_a_model_trained_on_other_faces_is_refused(ck48_tfrecords, tmp_path):
+    data = InputConfig(ck48_tfrecords, training=True, num_frames=NUM_FRAMES, image_size=112, global_batch_size=8)
+    config = TrainConfig(
+        train_data=data,
+        model=ModelConfig(num_frames=NUM_FRAMES, image_size=112, backbone="dlib_resnet_256", backbone_weights=PRETRAINED_MODEL_DIR),
+        output_dir=str(tmp_path),
+    )
+    manifest = os.path.join(ck48_tfrecords, "manifest.json")
+    message = (
+        f"{manifest}: faces aligned with eye_level=0.4, eye_distance=0.3, but the model {PRETRAINED_MODEL_DIR} was "
+        "trained on faces aligned with eye_level=0.38, eye_distance=0.37; preprocess the data for this model: "
+        f"keras-emotion preprocess --like_model {PRETRAINED_MODEL_DIR} ..."
+    )
+    with pytest.raises(AlignmentMismatchError, match=f"^{re.escape(message)}$"):
+        train(config, verbose=0)
+    assert not os.path.exists(os.path.join(config.output_dir, "history.csv"))
 
 
 def model_step_errors(config) -> dict:
