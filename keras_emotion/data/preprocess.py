@@ -2,7 +2,7 @@
 
 `process_clip` is the one per-clip function (read frames, align, JPEG-encode, build an
 `AlignedClip`); `preprocess_corpus` runs it over a corpus with N worker processes and
-writes
+writes, in the corpus's clip order whatever the number of workers (the same shards every run),
 
     <output_dir>/<split>-NNNNN.tfrecord   shards of serialised clips, each at most
                                           `shard_bytes` (unless one clip is larger)
@@ -53,6 +53,8 @@ from keras_emotion.processes import die_with_parent
 
 STAGES = ("reading", "detection", "landmarks", "alignment", "encoding")
 REPORT_NAME = "report.json"
+# Clips per worker process submitted ahead of the one written next (see `_outcomes_in_pool`).
+CLIPS_AHEAD_PER_WORKER = 4
 _RECORD_OVERHEAD = 16  # TFRecord framing per record: length (8), its CRC (4), data CRC (4)
 
 
@@ -288,9 +290,11 @@ def _outcomes_in_process(clips: Sequence[ClipSource], class_names, config) -> It
 
 
 def _outcomes_in_pool(clips: Sequence[ClipSource], class_names, config, num_workers: int) -> Iterator[ClipOutcome]:
-    """Outcomes in completion order from `num_workers` spawned processes.
+    """Outcomes in the order of `clips` from `num_workers` spawned processes, so that the
+    shards hold the clips in the same order whatever the workers' speeds.
 
-    At most 2 clips per worker are in flight, so finished clips never pile up in memory.
+    At most `CLIPS_AHEAD_PER_WORKER` clips per worker are in flight or done but waiting for an
+    earlier one, so finished clips never pile up in memory.
     """
     executor = concurrent.futures.ProcessPoolExecutor(
         num_workers,
@@ -299,22 +303,20 @@ def _outcomes_in_pool(clips: Sequence[ClipSource], class_names, config, num_work
         initargs=(os.getpid(), class_names, config),
     )
     waiting = iter(clips)
-    pending = set()
+    in_order = collections.deque()
 
     def submit_next() -> None:
         source = next(waiting, None)
         if source is not None:
-            pending.add(executor.submit(_run_clip_in_worker, source))
+            in_order.append(executor.submit(_run_clip_in_worker, source))
 
     try:
-        for _ in range(2 * num_workers):
+        for _ in range(CLIPS_AHEAD_PER_WORKER * num_workers):
             submit_next()
-        while pending:
-            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                pending.remove(future)
-                submit_next()
-                yield future.result()
+        while in_order:
+            outcome = in_order.popleft().result()
+            submit_next()
+            yield outcome
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 

@@ -29,6 +29,7 @@ from keras_emotion.data.preprocess import (
     preprocess_corpus,
     process_clip,
 )
+from keras_emotion.data.demo import SEQUENCE_NAME
 from keras_emotion.data.video import InputError, read_frames, read_image
 from keras_emotion.files import temp_path
 
@@ -314,3 +315,18 @@ def test_a_truncated_video_is_kept_and_recorded_in_the_report(tmp_path, small_de
     saved = json.loads((tmp_path / "out" / REPORT_NAME).read_text())
     assert saved["stats"]["truncated_clips"] == [record]
     assert f"  truncated: {truncated}: {frames_read} of 4 frames decoded" in report.summary().splitlines()
+
+
+def test_workers_write_the_clips_in_corpus_order_whatever_their_speeds(tmp_path, small_demo_corpus):
+    """The first clip (134 frames) takes longest, so its worker finishes last: the shards still
+    hold the corpus's order, byte for byte what one process writes."""
+    short_clips = sorted((small_demo_corpus / "Train").glob("*/*.avi"))
+    clips = [ClipSource("long", str(small_demo_corpus / SEQUENCE_NAME), "happy")] + [
+        ClipSource(path.stem, str(path), path.parent.name) for path in short_clips
+    ]
+    class_names = sorted({clip.label_name for clip in clips})
+    for workers in (1, 2):
+        preprocess_corpus(clips, str(tmp_path / str(workers)), FAST, workers, class_names, progress=False)
+        assert _clip_ids(tmp_path / str(workers)) == [clip.clip_id for clip in clips]
+    shard = "train-00000.tfrecord"
+    assert (tmp_path / "1" / shard).read_bytes() == (tmp_path / "2" / shard).read_bytes()
