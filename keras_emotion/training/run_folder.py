@@ -10,6 +10,8 @@
     backup/                       `callbacks.EpochBackup`: a rerun of the same config resumes
                                   from it; deleted when training completes
     logs/                         TensorBoard (`task`)
+    initial_backbone.weights.h5   the backbone a `task` run fine-tunes, when it starts from a
+                                  trained model (`task.train --backbone_weights MODEL_DIR`)
 
 A loop locks the folder before anything else (`RunFolder.lock`) and gives `fit`
 `RunFolder.callbacks` after the callbacks that add to the epoch's logs: history row, best
@@ -32,6 +34,7 @@ BACKUP_DIR = "backup"
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 CONFIG_FILE = "train_config.json"
 HISTORY_FILE = "history.csv"
+INITIAL_BACKBONE_FILE = "initial_backbone.weights.h5"
 LOGS_DIR = "logs"
 
 
@@ -66,6 +69,11 @@ class RunFolder:
     def history_csv(self) -> str:
         """One row per epoch."""
         return os.path.join(self.path, HISTORY_FILE)
+
+    @property
+    def initial_backbone_weights(self) -> str:
+        """The backbone weights a run starts from, taken out of a trained model."""
+        return os.path.join(self.path, INITIAL_BACKBONE_FILE)
 
     @property
     def logs_dir(self) -> str:

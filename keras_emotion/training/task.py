@@ -63,7 +63,6 @@ from keras_emotion.training.distribution import get_strategy, is_multi_worker, w
 from keras_emotion.training.optimizers import group_learning_rates, two_rate_sgd
 from keras_emotion.training.run_folder import RunFolder
 
-INITIAL_BACKBONE_FILE = "initial_backbone.weights.h5"
 
 def train(
     config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto"
@@ -107,7 +106,7 @@ def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, run:
     class_names = read_class_names(train_input, config.model.num_classes)
     steps_per_epoch = config.steps_per_epoch or batches_per_pass(train_input)
     manifest = read_manifest(train_input)
-    backbone_weights = _backbone_weights_file(config.model, manifest, manifest_path(train_input), run.path)
+    backbone_weights = _backbone_weights_file(config.model, manifest, manifest_path(train_input), run)
 
     keras.utils.set_random_seed(config.seed)
     with _global_dtype_policy(config.mixed_precision), strategy.scope():
@@ -153,9 +152,9 @@ def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, run:
     return model, history
 
 
-def _backbone_weights_file(config: ModelConfig, manifest: Optional[Manifest], data: str, output_dir: str) -> Optional[str]:
+def _backbone_weights_file(config: ModelConfig, manifest: Optional[Manifest], data: str, run: RunFolder) -> Optional[str]:
     """`config.backbone_weights`, or, where it names a trained-model directory, that model's
-    backbone weights written to `<output_dir>/initial_backbone.weights.h5` once its training
+    backbone weights written to `run.initial_backbone_weights` once its training
     faces are found to be framed like the training data's; `manifest` is the training data's
     (None: unknown alignment), `data` names it.
 
@@ -171,7 +170,7 @@ def _backbone_weights_file(config: ModelConfig, manifest: Optional[Manifest], da
     source_backbone = trained.info.model_config.backbone if trained.info.model_config else "unknown"
     if source_backbone != config.backbone:
         raise ValueError(f"{source}: its backbone is {source_backbone}, not {config.backbone}; give --backbone {source_backbone}")
-    weights_file = os.path.join(output_dir, INITIAL_BACKBONE_FILE)
+    weights_file = run.initial_backbone_weights
     with atomic_write(weights_file, keep_suffix=KERAS3_WEIGHTS_SUFFIX) as temp:
         trained.model.get_layer(BACKBONE_NAME).save_weights(temp)
     return weights_file
