@@ -14,6 +14,9 @@ from typing import Optional
 from keras_emotion.data import schema
 
 SAMPLINGS = ("random", "uniform", "all")
+# S, the side of the face crop a model is fed, unless configured: the input pipeline's and the
+# model's default (`models.config.ModelConfig.image_size`), so that the two agree.
+DEFAULT_IMAGE_SIZE = 112
 
 
 def resize_size(image_size: int, crop_fraction: float) -> int:
@@ -55,7 +58,7 @@ class InputConfig:
     split: str = "train"
     training: bool = False
     num_frames: int = 16
-    image_size: int = 64
+    image_size: int = DEFAULT_IMAGE_SIZE
     crop_fraction: float = 0.875
     sampling: Optional[str] = None
     global_batch_size: int = 8

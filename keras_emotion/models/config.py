@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from keras_emotion.data.config import DEFAULT_IMAGE_SIZE
+
 BACKBONES = ("compact", "compact_wide", "vgg16", "mini_xception", "dlib_resnet", "dlib_resnet_256")
 ALWAYS_PRETRAINED_BACKBONES = ("mini_xception", "dlib_resnet", "dlib_resnet_256")
 SPATIAL_AGGREGATIONS = ("none", "sa", "shift")
@@ -56,7 +58,7 @@ class ModelConfig:
 
     num_classes: int = 7
     num_frames: Optional[int] = 16
-    image_size: int = 112
+    image_size: int = DEFAULT_IMAGE_SIZE
     backbone: str = "compact"
     backbone_weights: Optional[str] = None
     spatial: str = "sa"

@@ -62,7 +62,6 @@ class TrainedModel:
         return InputConfig(**values)
 
 
-
 def save_trained_model(
     model: keras.Model,
     directory: str,
