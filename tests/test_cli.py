@@ -231,16 +231,20 @@ def _clips(path: str) -> dict:
 
 def test_preprocess_with_the_beam_runner_writes_what_the_local_runner_writes(small_demo_corpus, tmp_path):
     """The same shards (names, clip ids, every feature of every clip), the same manifest and the
-    same report but for its timings (`wall_seconds`, `stats.seconds`); Beam also writes failures.jsonl."""
-    common = ["preprocess", "--dataset=afew", f"--input={small_demo_corpus}", "--upsample=0"]
+    same report (the file the corpus listing skipped included) but for its timings
+    (`wall_seconds`, `stats.seconds`); Beam also writes failures.jsonl."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_demo_corpus, corpus)
+    (corpus / "Train" / "happy" / "notes.txt").write_text("not a video")
+    common = ["preprocess", "--dataset=afew", f"--input={corpus}", "--upsample=0"]
     local = run_command(*common, f"--output_dir={tmp_path / 'local'}", "--workers=1")
     assert local.returncode == 0, local.stderr[-3000:]
     beam = run_command(
         *common, f"--output_dir={tmp_path / 'beam'}", "--runner=beam", "--num_shards=1", "--", "--direct_num_workers=1"
     )
     assert beam.returncode == 0, beam.stderr[-3000:]
-    assert "8 clips: 8 written, 0 already done, 0 failures" in local.stdout
-    assert "8 clips: 8 written, 0 already done, 0 failures" in beam.stdout
+    assert "8 clips: 8 written, 0 already done, 1 failures" in local.stdout
+    assert "8 clips: 8 written, 0 already done, 1 failures" in beam.stdout
 
     shards = sorted(os.path.basename(path) for path in glob.glob(schema.shard_pattern(str(tmp_path / "local"))))
     assert shards == ["train-00000.tfrecord", "val-00000.tfrecord"]
@@ -258,6 +262,7 @@ def test_preprocess_with_the_beam_runner_writes_what_the_local_runner_writes(sma
     for report in reports:
         del report["wall_seconds"], report["stats"]["seconds"]
     assert reports[0] == reports[1]
+    assert [failure["path"] for failure in reports[0]["failures"]] == [str(corpus / "Train" / "happy" / "notes.txt")]
 
 
 def test_preprocess_takes_beam_options_only_for_the_beam_runner(small_demo_corpus, tmp_path):

@@ -156,7 +156,7 @@ def _run_beam(clips: list, output_dir: str, config: PreprocessConfig, dataset: D
     pipeline_options = PipelineOptions(options) if options else None
     try:
         return run_beam_preprocessing(
-            clips, output_dir, dataset.class_names, config, FLAGS.num_shards, pipeline_options
+            clips, output_dir, dataset.class_names, config, FLAGS.num_shards, pipeline_options, dataset.skipped
         )
     except ValueError as error:  # an output folder holding shards already
         sys.exit(f"preprocess: {error}")

@@ -103,6 +103,7 @@ def run_beam_preprocessing(
     config: PreprocessConfig = PreprocessConfig(),
     num_shards: int = 0,
     pipeline_options: Optional["beam.options.pipeline_options.PipelineOptions"] = None,
+    skipped: Sequence[Failure] = (),
 ) -> Report:
     """Preprocesses `clips` with Beam into `<output_dir>/<split>-NNNNN.tfrecord` plus the manifest.
 
@@ -114,6 +115,7 @@ def run_beam_preprocessing(
         config: preprocessing settings (`shard_bytes` is not used: see `num_shards`).
         num_shards: shards per split, 0 to let the runner choose.
         pipeline_options: Beam options (runner etc.); None runs on the DirectRunner.
+        skipped: failures of the dataset listing, copied into the report (as `preprocess_corpus`).
 
     Returns:
         The Report (also `<output_dir>/report.json`); the manifest is `<output_dir>/manifest.json`.
@@ -160,7 +162,7 @@ def run_beam_preprocessing(
     shards = index_shards(output_dir)
     write_manifest(output_dir, build_manifest(class_names, config, shards, complete=True))
     written = sum(len(entries) for entries in shards.values())
-    failures = _read_failures(os.path.join(output_dir, FAILURES_NAME))
+    failures = list(skipped) + _read_failures(os.path.join(output_dir, FAILURES_NAME))
     report = Report(len(clips), written, 0, _stats_from_metrics(result), time.monotonic() - started, failures)
     write_json_atomically(os.path.join(output_dir, REPORT_NAME), report.to_dict())
     return report
