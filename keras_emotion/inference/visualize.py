@@ -263,9 +263,10 @@ def read_tfrecord_clip(
     paths = sorted(tf.io.gfile.glob(pattern))
     if not paths:
         raise ValueError(f"no TFRecord shards match {pattern!r}")
-    manifest = read_manifest(os.path.dirname(paths[0]))
-    if model is not None and manifest is not None:
-        model.check_alignment(manifest.alignment, manifest_path(os.path.dirname(paths[0])))
+    if model is not None:
+        manifest = read_manifest(os.path.dirname(paths[0]))
+        if manifest is not None:
+            model.check_alignment(manifest.alignment, manifest_path(os.path.dirname(paths[0])))
     for serialized in tf.data.TFRecordDataset(paths):
         clip = schema.parse_clip(serialized)
         if clip["clip_id"].numpy().decode("utf-8") == clip_id:

@@ -50,9 +50,9 @@ from keras_emotion.data.model_input import still_image_clips
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.models.info import Preprocessing
+from keras_emotion.models.saving import TrainedModel, load_trained_model
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
 from keras_emotion.training.pretrain import held_out_part, list_matched_images
-from keras_emotion.models.saving import TrainedModel, load_trained_model
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"

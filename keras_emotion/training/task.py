@@ -50,7 +50,8 @@ from keras import tree
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.data.integrity import verify_shards
-from keras_emotion.data.manifest import Manifest, data_folder, manifest_path, read_manifest
+from keras_emotion.data.faces import AlignmentConfig
+from keras_emotion.data.manifest import data_folder, manifest_path, read_manifest
 from keras_emotion.data.metadata import batches_per_pass, read_class_names
 from keras_emotion.data.pipeline import build_dataset, list_shards
 from keras_emotion.files import atomic_write
@@ -106,7 +107,8 @@ def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, run:
     class_names = read_class_names(train_input, config.model.num_classes)
     steps_per_epoch = config.steps_per_epoch or batches_per_pass(train_input)
     manifest = read_manifest(train_input)
-    backbone_weights = _backbone_weights_file(config.model, manifest, manifest_path(train_input), run)
+    data_alignment = None if manifest is None else manifest.alignment
+    backbone_weights = _backbone_weights_file(config.model, data_alignment, manifest_path(train_input), run)
 
     keras.utils.set_random_seed(config.seed)
     with _global_dtype_policy(config.mixed_precision), strategy.scope():
@@ -146,17 +148,19 @@ def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, run:
         config.model,
         train_input,
         class_names,
-        alignment=None if manifest is None else manifest.alignment,
+        alignment=data_alignment,
         training_data=[data_folder(train_input)],
     )
     return model, history
 
 
-def _backbone_weights_file(config: ModelConfig, manifest: Optional[Manifest], data: str, run: RunFolder) -> Optional[str]:
+def _backbone_weights_file(
+    config: ModelConfig, data_alignment: Optional[AlignmentConfig], data: str, run: RunFolder
+) -> Optional[str]:
     """`config.backbone_weights`, or, where it names a trained-model directory, that model's
     backbone weights written to `run.initial_backbone_weights` once its training
-    faces are found to be framed like the training data's; `manifest` is the training data's
-    (None: unknown alignment), `data` names it.
+    faces are found to be framed like the training data's; `data_alignment` is the training
+    data's (None: unknown), `data` names the data.
 
     Raises:
         models.info.AlignmentMismatchError: the faces are framed otherwise (naming both).
@@ -166,7 +170,7 @@ def _backbone_weights_file(config: ModelConfig, manifest: Optional[Manifest], da
     if not source or not os.path.isfile(os.path.join(source, MODEL_INFO_FILE)):
         return source
     trained = load_trained_model(source)
-    trained.info.check_alignment(None if manifest is None else manifest.alignment, data, source)
+    trained.info.check_alignment(data_alignment, data, source)
     source_backbone = trained.info.model_config.backbone if trained.info.model_config else "unknown"
     if source_backbone != config.backbone:
         raise ValueError(f"{source}: its backbone is {source_backbone}, not {config.backbone}; give --backbone {source_backbone}")
