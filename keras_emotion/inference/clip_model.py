@@ -21,6 +21,7 @@ from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.model_input import resize_and_crop_pixels
 from keras_emotion.data.pipeline import sample_frame_indices
 from keras_emotion.export.saved_model import read_export_info
+from keras_emotion.models.builder import split_at_backbone
 from keras_emotion.models.info import MODEL_INFO_FILE, ModelInfo, check_class_count, read_model_info
 from keras_emotion.models.saving import load_trained_model
 
@@ -76,12 +77,27 @@ class ClipModel(abc.ABC):
     def predict_batch(self, clips: Sequence[np.ndarray]) -> list:
         """Classifies B clips of the same shape, each uint8 (F, face_size, face_size, 3):
         B `ClipPrediction`s, from one call of the model."""
-        outputs = self._call(np.stack([np.asarray(faces, np.uint8) for faces in clips]))
-        return [_clip_prediction(outputs, index) for index in range(len(clips))]
+        clips = np.stack([np.asarray(faces, np.uint8) for faces in clips])
+        features = self.frame_features(clips.reshape(-1, *clips.shape[2:]))
+        return self.predict_features(features.reshape(*clips.shape[:2], *features.shape[1:]))
+
+    def frame_features(self, faces: np.ndarray) -> np.ndarray:
+        """What the model computes from each frame alone, for N uint8 (N, A, A, 3) aligned faces:
+        an (N, ...) array. Overlapping windows share frames: `VideoPredictor` computes each
+        frame's features once and gives every window holding it the same (`predict_features`).
+
+        This default keeps the faces as they are (a SavedModel is called whole)."""
+        return np.asarray(faces, np.uint8)
+
+    def predict_features(self, features: np.ndarray) -> list:
+        """Classifies B clips given as their frames' `frame_features`, (B, F, ...): B
+        `ClipPrediction`s, from one call of the model."""
+        outputs = self._call(np.asarray(features))
+        return [_clip_prediction(outputs, index) for index in range(len(features))]
 
     @abc.abstractmethod
-    def _call(self, faces: np.ndarray) -> dict:
-        """The model's outputs (NumPy arrays with the batch first) for uint8 (B, F, A, A, 3) faces."""
+    def _call(self, features: np.ndarray) -> dict:
+        """The model's outputs (NumPy arrays with the batch first) for (B, F, ...) `frame_features`."""
 
 
 def uniform_frame_indices(clip_length: int, num_frames: int) -> np.ndarray:
@@ -105,7 +121,9 @@ class KerasClipModel(ClipModel):
 
     Faces are resized and centre cropped from the full-resolution aligned face by
     `model_input.resize_and_crop_pixels`, as the exported SavedModel's serving_default signature
-    does it.
+    does it. A frame's features are its backbone map (h, w, D), and the head
+    (`builder.split_at_backbone`) classifies clips of maps; a model whose info has no
+    ModelConfig is called whole on the faces.
     """
 
     def __init__(self, trained, path: str = ""):
@@ -117,16 +135,36 @@ class KerasClipModel(ClipModel):
         self.num_frames = int(trained.info.num_frames)
         self.face_size, self.alignment = _aligned_faces_of(trained.info)
         self.description = {"path": os.fspath(path), "format": "keras"}
+        self._backbone, self._head = None, trained.model
+        if trained.info.model_config is not None:
+            self._backbone, self._head = split_at_backbone(trained.model, trained.info.model_config)
 
     def model_inputs(self, faces: np.ndarray) -> dict:
         """The model's inputs for uint8 (B, F, A, A, 3) aligned faces: {"frames": float32
         (B, F, S, S, 3) in 0..255, "frame_mask": ones (B, F)}."""
-        resize_size, image_size = self.preprocessing.resize_size, self.preprocessing.image_size
-        frames = resize_and_crop_pixels(np.asarray(faces, np.uint8), resize_size, image_size).numpy()
-        return {"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)}
+        return _clip_inputs(self._frames(faces))
 
-    def _call(self, faces: np.ndarray) -> dict:
-        return self.trained.model.predict_on_batch(self.model_inputs(faces))
+    def frame_features(self, faces: np.ndarray) -> np.ndarray:
+        """float32 (N, h, w, D) backbone maps of uint8 (N, A, A, 3) faces (the faces themselves
+        for a model called whole)."""
+        if self._backbone is None:
+            return super().frame_features(faces)
+        return self._backbone.predict_on_batch(self._frames(np.asarray(faces)[np.newaxis])[0])
+
+    def _frames(self, faces: np.ndarray) -> np.ndarray:
+        """float32 (B, F, S, S, 3) in 0..255: uint8 (B, F, A, A, 3) faces resized and cropped."""
+        resize_size, image_size = self.preprocessing.resize_size, self.preprocessing.image_size
+        return resize_and_crop_pixels(np.asarray(faces, np.uint8), resize_size, image_size).numpy()
+
+    def _call(self, features: np.ndarray) -> dict:
+        if self._backbone is None:
+            return self._head.predict_on_batch(self.model_inputs(features))
+        return self._head.predict_on_batch(_clip_inputs(features))
+
+
+def _clip_inputs(frames: np.ndarray) -> dict:
+    """{"frames": `frames` (B, F, ...), "frame_mask": float32 ones (B, F)}: a whole clip of each."""
+    return {"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)}
 
 
 class SavedModelClipModel(ClipModel):

@@ -20,16 +20,20 @@
       -> SlidingWindows (per track)              the last W aligned faces; a window every
                                                  `stride` frames, and one at the end of the track
                                                  for the frames no window covered yet
-      -> ClipModel.predict_batch                 the windows all tracks completed in a frame, in
+      -> ClipModel.frame_features, predict_features
+                                                 the windows all tracks completed in a frame, in
                                                  one batch; F frames of each window chosen like
                                                  evaluation does ("uniform" sampling), resized
                                                  and centre cropped like the exported
-                                                 serving_default signature does -> the model
+                                                 serving_default signature does -> the backbone,
+                                                 once per frame (overlapping windows reuse the
+                                                 maps of the frames they share) -> the head
       -> per window and per track                probabilities, label, frame importance
 
 Memory is bounded by the live tracks, each holding at most W + max_missed + detect_every
-aligned faces (uint8 256 x 256 x 3), and READ_AHEAD_FRAMES decoded frames; no frame of the
-video is kept once it is processed. The result grows only by a few numbers per frame.
+aligned faces (uint8 256 x 256 x 3) and the frame features of its last window (W backbone
+maps), and READ_AHEAD_FRAMES decoded frames; no frame of the video is kept once it is
+processed. The result grows only by a few numbers per frame.
 
 Per track, the aggregate is an equal-weight mixture of its windows: probabilities are the mean
 of the windows' probabilities, and a frame's importance is the sum of its importance in every
@@ -144,6 +148,7 @@ class _Track:
         # (frame index, aligned face, followed) of the frames since the last detection:
         # followed ones join the track when the next detection finds it, the others are missed.
         self.pending = []
+        self.features = {}  # frame index -> ClipModel.frame_features of the frames of its last window
         self.detected = []  # per committed frame
         self.importance_sums = []  # per committed frame: sum of its importance over windows
         self.window_results = []
@@ -370,25 +375,40 @@ class VideoPredictor:
 
     def _predict_queued(self) -> None:
         """Runs the model on F frames of each queued window, one batch per clip shape (the
-        windows of all tracks that completed in a frame go together)."""
+        windows of all tracks that completed in a frame go together). Each frame's
+        `ClipModel.frame_features` are computed once, in one batch for all windows, and kept
+        while the track's last window holds the frame: the next window reuses them."""
         if not self._queued_windows:
             return
         with self._timed("model"):
-            clips, sampled = [], []
-            for _, window, _ in self._queued_windows:
-                faces = np.stack(window.items)
+            sampled, missing = [], {}  # missing: (track, frame index) -> aligned face
+            for track, window, _ in self._queued_windows:
                 if self.model.num_frames:
-                    indices = uniform_frame_indices(len(faces), self.model.num_frames)
+                    indices = uniform_frame_indices(len(window.items), self.model.num_frames)
                 else:
-                    indices = np.arange(len(faces))
-                clips.append(faces[indices])
+                    indices = np.arange(len(window.items))
                 sampled.append(indices)
+                for index in indices:
+                    if window.frame_indices[index] not in track.features:
+                        missing[track, window.frame_indices[index]] = window.items[index]
+            if missing:
+                features = self._frame_features(list(missing.values()))
+                for (track, frame_index), value in zip(missing, features):
+                    track.features[frame_index] = value
+            clips = [
+                np.stack([track.features[window.frame_indices[index]] for index in indices])
+                for (track, window, _), indices in zip(self._queued_windows, sampled)
+            ]
+            for track, window, _ in self._queued_windows:  # a track's last queued window is its latest
+                kept = [frame_index for frame_index in window.frame_indices if frame_index in track.features]
+                track.features = {frame_index: track.features[frame_index] for frame_index in kept}
             predictions = [None] * len(clips)
             by_shape = collections.defaultdict(list)
             for position, clip in enumerate(clips):
                 by_shape[clip.shape].append(position)
             for positions in by_shape.values():
-                for position, prediction in zip(positions, self.model.predict_batch([clips[p] for p in positions])):
+                batch = np.stack([clips[position] for position in positions])
+                for position, prediction in zip(positions, self.model.predict_features(batch)):
                     predictions[position] = prediction
         for (track, window, first), indices, prediction in zip(self._queued_windows, sampled, predictions):
             importance = np.bincount(indices, weights=prediction.frame_importance, minlength=len(window.items))
@@ -404,6 +424,15 @@ class VideoPredictor:
             track.window_results.append(result)
             self.observer.on_window({"track": track.track_id, "segment": track.segment, **result})
         self._queued_windows = []
+
+    def _frame_features(self, faces: list) -> np.ndarray:
+        """`model.frame_features` of N aligned faces, (N, ...), computed in batches of `stride`
+        faces (the last one padded with copies of its last face): a window brings `stride` new
+        frames, a track's first window twice or more as many, its last one fewer; a constant
+        batch shape keeps the model from being traced again for each of them."""
+        padded = faces + faces[-1:] * (-len(faces) % self.stride)
+        batches = [np.stack(padded[start : start + self.stride]) for start in range(0, len(padded), self.stride)]
+        return np.concatenate([self.model.frame_features(batch) for batch in batches])[: len(faces)]
 
     def _end(self, track: _Track) -> None:
         """Predicts the track's last window and files its report (or drops it)."""

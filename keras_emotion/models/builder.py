@@ -24,6 +24,7 @@ scratch uses batch statistics while training, as usual.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import keras
@@ -166,6 +167,41 @@ def feature_map_backbone(map_shape) -> keras.Model:
     with keras.name_scope(BACKBONE_NAME):
         maps = keras.Input(tuple(map_shape), name="feature_maps")
         return Backbone(maps, keras.layers.Identity(name="feature_map")(maps), name=BACKBONE_NAME)
+
+
+def copy_head_weights(source: keras.Model, target: keras.Model) -> None:
+    """Gives `target` the values of `source`'s variables outside the backbone, matched by path
+    (two `build_model` models of one config, one of them on `feature_map_backbone`).
+
+    Raises:
+        ValueError: the two heads do not have the same variables (naming both lists).
+    """
+    values = {variable.path: variable for variable in source.weights if not variable.path.startswith(BACKBONE_NAME + "/")}
+    targets = [variable for variable in target.weights if not variable.path.startswith(BACKBONE_NAME + "/")]
+    if sorted(values) != sorted(variable.path for variable in targets):
+        raise ValueError(
+            f"copy_head_weights: the heads differ: {sorted(values)} against {sorted(v.path for v in targets)}"
+        )
+    for variable in targets:
+        variable.assign(values[variable.path])
+
+
+def split_at_backbone(model: keras.Model, config: ModelConfig) -> tuple:
+    """(backbone, head) of `model`, built by `build_model(config)`, so that the backbone can run
+    once per frame and the head on any clip of those frames' maps.
+
+    backbone: the model's own backbone, (n, S, S, 3) frames -> (n, h, w, D) maps.
+    head: `build_model` of `config` on `feature_map_backbone((h, w, D))` for any number of
+        frames, holding the model's head weights: inputs {"frames": (B, F, h, w, D) maps,
+        "frame_mask": (B, F)}, the model's outputs. head(maps of frames) == model(frames).
+    """
+    backbone = model.get_layer(BACKBONE_NAME)
+    head = build_model(
+        dataclasses.replace(config, num_frames=None, backbone_weights=None),
+        backbone=feature_map_backbone(backbone.output.shape[1:]),
+    )
+    copy_head_weights(model, head)
+    return backbone, head
 
 
 def backbone_variables(model: keras.Model) -> list:

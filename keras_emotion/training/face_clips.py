@@ -60,7 +60,7 @@ from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.model_input import decode_images
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
-from keras_emotion.models.builder import BACKBONE_NAME, feature_map_backbone
+from keras_emotion.models.builder import BACKBONE_NAME, copy_head_weights, feature_map_backbone
 from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training import feature_cache
 from keras_emotion.training.callbacks import read_history
@@ -337,19 +337,6 @@ def _feature_map_clips(config: FaceClipsConfig, backbone: keras.Model, *clip_set
         dataclasses.replace(fer_val, frames=val_maps),
         dataclasses.replace(ck48, frames=train_maps[len(fer_train.frames) :]),
     ]
-
-
-def copy_head_weights(source: keras.Model, target: keras.Model) -> None:
-    """Gives `target` the values of `source`'s variables outside the backbone, matched by path
-    (two `build_model` models of one config, one of them on `feature_map_backbone`)."""
-    values = {variable.path: variable for variable in source.weights if not variable.path.startswith(BACKBONE_NAME + "/")}
-    targets = [variable for variable in target.weights if not variable.path.startswith(BACKBONE_NAME + "/")]
-    if sorted(values) != sorted(variable.path for variable in targets):
-        raise ValueError(
-            f"copy_head_weights: the heads differ: {sorted(values)} against {sorted(v.path for v in targets)}"
-        )
-    for variable in targets:
-        variable.assign(values[variable.path])
 
 
 def evaluate_clips(model: keras.Model, clips: FaceClips, batch_size: int = 256) -> dict:

@@ -77,6 +77,31 @@ def test_long_input_streams_with_a_bounded_buffer(sequence_prediction):
     assert 0 < stats["peak_buffered_faces"] <= 8  # one window of the one face, not the video
 
 
+def test_overlapping_windows_reuse_each_frames_backbone_map(sequence_path, sequence_faces, keras_model, monkeypatch):
+    featured = []  # the number of faces of each frame_features call
+    frame_features = keras_model.frame_features
+
+    def counted_frame_features(faces):
+        featured.append(len(faces))
+        return frame_features(faces)
+
+    monkeypatch.setattr(keras_model, "frame_features", counted_frame_features)
+    config = PredictConfig(window=8, stride=4, detect_every=1)
+    (track,) = predict_video(sequence_path, keras_model, config, ALIGNMENT)["tracks"]
+
+    starts = [window["first_frame"] for window in track["windows"]]
+    assert starts == list(range(0, 127, 4)) + [126]  # every frame but the first 4 and last 4 is in 2 windows
+    # Each frame through the backbone once, in batches of `stride` (the last window's 2 new frames padded to 4).
+    assert set(featured) == {4} and sum(featured) == 134 + 2
+    whole_model = keras_model.trained.model
+    for window in track["windows"]:
+        faces = sequence_faces[window["first_frame"] : window["last_frame"] + 1]
+        expected = whole_model.predict_on_batch(keras_model.model_inputs(faces[np.newaxis]))
+        probabilities = [window["probabilities"][name] for name in CLASS_NAMES]
+        np.testing.assert_allclose(probabilities, expected["probabilities"][0], atol=2e-3)
+        np.testing.assert_allclose(window["frame_importance"], expected["frame_importance"][0], atol=2e-3)
+
+
 def test_two_faces_side_by_side_give_two_tracks(tmp_path, sequence_path, keras_model, write_avi):
     frames, _ = read_frames(sequence_path)
     side_by_side = [np.concatenate([frames[i], frames[46 + i][:, ::-1]], axis=1) for i in range(20)]

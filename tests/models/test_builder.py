@@ -18,6 +18,7 @@ from keras_emotion.models import (
     head_variables,
     with_any_number_of_frames,
 )
+from keras_emotion.models.builder import split_at_backbone
 from keras_emotion.models.config import SPATIAL_AGGREGATIONS, TEMPORAL_POOLINGS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -91,6 +92,29 @@ def test_with_any_number_of_frames_keeps_weights_and_outputs():
     for name, value in predict(fixed, three_frames).items():
         np.testing.assert_allclose(predict(free, three_frames)[name], value, rtol=1e-6, atol=1e-6)
     assert predict(free, clip_inputs(rng, np.ones((2, 5))))["frame_importance"].shape == (2, 5)
+
+
+@pytest.mark.parametrize("temporal", TEMPORAL_POOLINGS)
+@pytest.mark.parametrize("spatial", SPATIAL_AGGREGATIONS)
+def test_split_at_backbone_gives_the_model_outputs_from_per_frame_maps(spatial, temporal):
+    keras.utils.set_random_seed(4)
+    config = small_config(spatial=spatial, temporal=temporal)
+    model = build_model(config)
+    backbone, head = split_at_backbone(model, config)
+    assert backbone is model.get_layer("backbone") and not backbone_variables(head)
+    rng = np.random.default_rng(4)
+    inputs = clip_inputs(rng, np.ones((2, 3)))
+    # Each frame's map computed alone, as the video predictor computes it once for the windows sharing it.
+    frames = inputs["frames"].reshape(6, IMAGE_SIZE, IMAGE_SIZE, 3)
+    maps = np.stack([keras.ops.convert_to_numpy(backbone(frame[np.newaxis]))[0] for frame in frames])
+    split = predict(head, {"frames": maps.reshape(2, 3, *maps.shape[1:]), "frame_mask": inputs["frame_mask"]})
+    whole = predict(model, inputs)
+    assert sorted(split) == sorted(whole)
+    for name, value in whole.items():
+        np.testing.assert_allclose(split[name], value, rtol=1e-5, atol=1e-6)
+    # The head takes any number of frames although the model was built for 3.
+    five = predict(head, {"frames": maps[np.newaxis, :5], "frame_mask": np.ones((1, 5), np.float32)})
+    assert five["frame_importance"].shape == (1, 5)
 
 
 @pytest.mark.parametrize("temporal", TEMPORAL_POOLINGS)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras_emotion.data import schema
 from keras_emotion.data.integrity import verify_shards
 from keras_emotion.models import build_model
-from keras_emotion.models.builder import BACKBONE_NAME
+from keras_emotion.models.builder import BACKBONE_NAME, copy_head_weights
 from keras_emotion.pretrained import load_pretrained
 from keras_emotion.training import ablation, face_clips
 from keras_emotion.training.ablation import (
@@ -274,7 +274,7 @@ def test_the_cached_head_on_the_backbone_scores_the_held_out_images_alike(cached
 
     shipped = load_pretrained().model
     on_images = build_model(train_config.model, backbone=shipped.get_layer(BACKBONE_NAME))
-    face_clips.copy_head_weights(model, on_images)
+    copy_head_weights(model, on_images)
     images, _, _ = face_clips.ck48_clips(config.ck48_dir, cached.image_size, config.folds, config.split_seed)
     from_images = face_clips.evaluate_clips(on_images, images.subset(held_out))
     assert from_images["num_examples"] == from_maps["num_examples"] == len(held_out)

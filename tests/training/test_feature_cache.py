@@ -9,9 +9,9 @@ import pytest
 
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.backbones import build_backbone
-from keras_emotion.models.builder import feature_map_backbone
+from keras_emotion.models.builder import copy_head_weights, feature_map_backbone
 from keras_emotion.training import feature_cache
-from keras_emotion.training.face_clips import copy_head_weights, fer2013_clips
+from keras_emotion.training.face_clips import fer2013_clips
 from keras_emotion.training.task import classification_loss
 
 SIZE = 32
