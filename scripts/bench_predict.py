@@ -9,7 +9,7 @@ path (--detect_every 1), and the frames/s of the `fer` package's per-frame loop 
 The video: the public-domain astronaut photograph (skimage) cropped to her head, about 130 px
 face, moving on a Lissajous path (at most about 9 px a frame) over a 1280x720 background
 (skimage's coffee), MJPG. The model: predict.py's default, the shipped model (keras_emotion/pretrained:
-compact_wide backbone + SA + temporal softmax pooling, 16-frame windows of 48 px faces), or
+dlib_resnet_256 backbone + SA + temporal softmax pooling, 16-frame windows of 112 px faces), or
 `--model`. Detection at the default upsampling (1), no CNN fallback (predict.py's defaults).
 
 The fer loop reproduces `fer.FER.detect_emotions` on every frame without importing `fer` (whose
