@@ -25,6 +25,9 @@ environment:
 Every run is a fresh process (peak RSS is that process's; the models, dlib's included, are
 loaded and warmed up before the clock starts, and predict runs report that startup time); the
 paths are run alternately, `--repeats` times, and medians are reported with the ratio of medians. Prints one JSON object.
+Besides the peak RSS, each run reports what is resident at its end split into the process's own memory
+and mapped files (`rss_at_end_mib`: the mapped share of TensorFlow's libraries varies between runs), and
+predict runs the model stage's milliseconds per frame.
 """
 
 import json
@@ -89,6 +92,19 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def resident_mib_by_kind() -> dict:
+    """{"anon", "file"}: MiB resident now, the process's own memory and mapped files (mostly the
+    shared libraries of TensorFlow, whose resident share varies from run to run by 100 MiB or
+    more with what the kernel keeps mapped); {} where /proc/self/status is missing."""
+    fields = {"RssAnon:": "anon", "RssFile:": "file"}
+    try:
+        with open("/proc/self/status") as status:
+            lines = [line.split() for line in status]
+    except OSError:
+        return {}
+    return {fields[line[0]]: round(int(line[1]) / 1024, 1) for line in lines if line and line[0] in fields}
+
+
 def run_predict_video(video: str, model_dir: str, detect_every: int) -> dict:
     """predict_video as scripts/predict.py runs it (default alignment, no CNN fallback), the
     detector running on every `detect_every`-th frame."""
@@ -113,6 +129,8 @@ def run_predict_video(video: str, model_dir: str, detect_every: int) -> dict:
         "frames": stats["frames_processed"],
         "seconds": seconds,
         "peak_rss_mib": peak_rss_mib(),
+        "rss_at_end_mib": resident_mib_by_kind(),
+        "model_ms_per_frame": round(1000 * stages["model"] / max(1, stats["frames_processed"]), 2),
         "detector_frames": stats["detector_frames"],
         "startup_seconds": round(startup_seconds, 2),
         "stage_share": {name: round(value / seconds, 4) for name, value in stages.items()},
@@ -169,6 +187,7 @@ def run_fer_loop(video: str) -> dict:
         "frames": frames,
         "seconds": seconds,
         "peak_rss_mib": peak_rss_mib(),
+        "rss_at_end_mib": resident_mib_by_kind(),
         "faces_found": faces_found,
         "opencv": cv2.__version__,
     }
