@@ -376,8 +376,9 @@ class VideoPredictor:
     def _predict_queued(self) -> None:
         """Runs the model on F frames of each queued window, one batch per clip shape (the
         windows of all tracks that completed in a frame go together). Each frame's
-        `ClipModel.frame_features` are computed once, in one batch for all windows, and kept
-        while the track's last window holds the frame: the next window reuses them."""
+        `ClipModel.frame_features` are computed once (`_frame_features`, for the new frames of
+        all these windows together) and kept while the track's last window holds the frame:
+        the next window reuses them."""
         if not self._queued_windows:
             return
         with self._timed("model"):
