@@ -122,8 +122,8 @@ class KerasClipModel(ClipModel):
     Faces are resized and centre cropped from the full-resolution aligned face by
     `model_input.resize_and_crop_pixels`, as the exported SavedModel's serving_default signature
     does it. A frame's features are its backbone map (h, w, D), and the head
-    (`builder.split_at_backbone`) classifies clips of maps; a model whose info has no
-    ModelConfig is called whole on the faces.
+    (`builder.split_at_backbone`) classifies clips of maps; for a model whose info has no
+    ModelConfig they are the resized frames, and the whole model is the head.
     """
 
     def __init__(self, trained, path: str = ""):
@@ -145,11 +145,10 @@ class KerasClipModel(ClipModel):
         return _clip_inputs(self._frames(faces))
 
     def frame_features(self, faces: np.ndarray) -> np.ndarray:
-        """float32 (N, h, w, D) backbone maps of uint8 (N, A, A, 3) faces (the faces themselves
-        for a model called whole)."""
-        if self._backbone is None:
-            return super().frame_features(faces)
-        return self._backbone.predict_on_batch(self._frames(np.asarray(faces)[np.newaxis])[0])
+        """float32 (N, h, w, D) backbone maps of uint8 (N, A, A, 3) faces (the resized (N, S, S, 3)
+        frames for a model without a ModelConfig)."""
+        frames = self._frames(np.asarray(faces)[np.newaxis])[0]
+        return frames if self._backbone is None else self._backbone.predict_on_batch(frames)
 
     def _frames(self, faces: np.ndarray) -> np.ndarray:
         """float32 (B, F, S, S, 3) in 0..255: uint8 (B, F, A, A, 3) faces resized and cropped."""
@@ -157,8 +156,6 @@ class KerasClipModel(ClipModel):
         return resize_and_crop_pixels(np.asarray(faces, np.uint8), resize_size, image_size).numpy()
 
     def _call(self, features: np.ndarray) -> dict:
-        if self._backbone is None:
-            return self._head.predict_on_batch(self.model_inputs(features))
         return self._head.predict_on_batch(_clip_inputs(features))
 
 
