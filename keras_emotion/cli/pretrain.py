@@ -19,6 +19,7 @@ from absl import app, flags
 from keras_emotion.cli import SHARED_DATA, config_from_flags, define_alias
 from keras_emotion.data.video import InputError
 from keras_emotion.training.pretrain import PRETRAINABLE_BACKBONES, PretrainConfig, pretrain
+from keras_emotion.training.optimizers import BACKBONE_OPTIMIZERS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -37,6 +38,8 @@ flags.DEFINE_float("weight_decay", PretrainConfig.weight_decay, "Decoupled AdamW
 flags.DEFINE_float("ferplus_weight", 0.0, "Blend of the FER+ vote distribution into the FER2013 targets (0..1).")
 flags.DEFINE_list("extra_data_dirs", [], "More class-folder corpora to train on (e.g. ExpW, SFEW); part held out.")
 flags.DEFINE_float("backbone_lr_multiplier", 1.0, "Backbone learning rate / classifier learning rate (0.02 for dlib_resnet).")
+flags.DEFINE_enum("backbone_optimizer", PretrainConfig.backbone_optimizer, BACKBONE_OPTIMIZERS,
+                  "The backbone's optimizer: adamw, or lamb (steps relative to each weight tensor's norm).")
 flags.DEFINE_string("initial_weights", None, "Backbone weights to start from (continue an earlier run's fine-tuning).")
 flags.DEFINE_float("holdout_fraction", PretrainConfig.holdout_fraction, "Part of each extra corpus held out.")
 

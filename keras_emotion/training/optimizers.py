@@ -28,6 +28,7 @@ from keras import ops
 from keras_emotion.training.config import TrainConfig, sgdr_cycle_ends
 
 BACKBONE_OPTIMIZER_NAME = "backbone_sgd"
+BACKBONE_OPTIMIZERS = ("adamw", "lamb")
 HEAD_OPTIMIZER_NAME = "head_sgd"
 
 
@@ -187,6 +188,7 @@ def warmup_cosine_adamw(
     backbone_variables: Sequence = (),
     head_variables: Sequence = (),
     backbone_lr_multiplier: float = 1.0,
+    backbone_optimizer: str = "adamw",
 ) -> keras.optimizers.Optimizer:
     """AdamW for pre-training a backbone: the learning rate rises linearly from 0 to
     `learning_rate` over `warmup_epochs`, then follows a cosine down to 0 at the end of `epochs`.
@@ -197,24 +199,36 @@ def warmup_cosine_adamw(
     learning rate whatever its scale, so a pre-trained backbone whose weights are small (dlib's
     ResNet, batch normalisation folded into its affine layers: |w| ~ 0.003) needs a far smaller
     rate than a new head.
+
+    `backbone_optimizer="lamb"` (with `backbone_variables`) gives the backbone LAMB instead,
+    without weight decay: each weight tensor then moves by about the learning rate *relative to
+    its own norm* per step, whatever its scale. dlib's folded affine scales (|gamma| ~ 3-15) and
+    its kernels (|w| ~ 0.005-0.02) differ by three orders of magnitude, so one Adam rate moves
+    the kernels a thousand times faster than the scales. Weight decay is left out because
+    without batch normalisation, shrinking every layer's weights shrinks the network's
+    activations multiplicatively.
     """
+    if backbone_optimizer not in BACKBONE_OPTIMIZERS:
+        raise ValueError(f"backbone_optimizer={backbone_optimizer!r}; expected one of {BACKBONE_OPTIMIZERS}")
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps - 1)
 
-    def adamw(peak: float, name: str) -> keras.optimizers.AdamW:
-        schedule = keras.optimizers.schedules.CosineDecay(
+    def schedule(peak: float) -> keras.optimizers.schedules.CosineDecay:
+        return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0,
             decay_steps=total_steps - warmup_steps,
             warmup_target=peak,
             warmup_steps=warmup_steps,
         )
-        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, name=name)
 
-    if backbone_lr_multiplier == 1.0 or not backbone_variables:
-        return adamw(learning_rate, "adamw")
+    if not backbone_variables or (backbone_lr_multiplier == 1.0 and backbone_optimizer == "adamw"):
+        return keras.optimizers.AdamW(learning_rate=schedule(learning_rate), weight_decay=weight_decay, name="adamw")
+    backbone_rate = schedule(learning_rate * backbone_lr_multiplier)
     return _two_group_optimizer(
-        adamw(learning_rate, "head_adamw"),
-        adamw(learning_rate * backbone_lr_multiplier, "backbone_adamw"),
+        keras.optimizers.AdamW(learning_rate=schedule(learning_rate), weight_decay=weight_decay, name="head_adamw"),
+        keras.optimizers.Lamb(learning_rate=backbone_rate, name="backbone_lamb")
+        if backbone_optimizer == "lamb"
+        else keras.optimizers.AdamW(learning_rate=backbone_rate, weight_decay=weight_decay, name="backbone_adamw"),
         backbone_variables,
         head_variables,
         name="two_rate_adamw",

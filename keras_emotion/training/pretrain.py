@@ -97,6 +97,8 @@ class PretrainConfig:
         initial_weights: a backbone weights file (e.g. an earlier run's `weights_file`) the
             backbone starts from, to continue fine-tuning with a new schedule; None: the
             backbone's own initialisation (dlib's weights for dlib_resnet*).
+        backbone_optimizer: "adamw", or "lamb": the backbone's steps relative to each weight
+            tensor's norm (`optimizers.warmup_cosine_adamw`).
     """
 
     data_dir: str
@@ -120,6 +122,7 @@ class PretrainConfig:
     holdout_fraction: float = 0.15
     backbone_lr_multiplier: float = 1.0
     initial_weights: Optional[str] = None
+    backbone_optimizer: str = "adamw"
 
     @property
     def weights_file(self) -> str:
@@ -592,6 +595,7 @@ def _pretrain_in_locked_dir(config: PretrainConfig, run: RunFolder, callbacks, v
             backbone_variables=backbone_variables(classifier),
             head_variables=head_variables(classifier),
             backbone_lr_multiplier=config.backbone_lr_multiplier,
+            backbone_optimizer=config.backbone_optimizer,
         ),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_emotion.data.config import InputConfig
 from keras_emotion.models import ModelConfig
@@ -218,3 +219,43 @@ def test_two_rate_adamw_steps_the_backbone_at_its_fraction_of_the_rate():
     assert np.median(head_steps[head_steps > 0]) == pytest.approx(1e-2, rel=0.02)
     cosine = 0.5 * (1 + math.cos(math.pi * 1 / 10))  # step 1 of 10, no warm-up
     assert group_learning_rates(model.optimizer) == pytest.approx({"head_adamw": 1e-2 * cosine, "backbone_adamw": 5e-4 * cosine})
+
+
+def test_lamb_moves_each_backbone_tensor_by_the_rate_relative_to_its_norm():
+    """LAMB's first step is lr x ||w|| x sign(g) / sqrt(n) for each backbone tensor w of n
+    entries (Adam's first step is sign(g); the trust ratio rescales it to w's norm): the kernel
+    scaled up 100x and the bias scaled down 100x both move by lr of their own norm, while the
+    head's AdamW moves each weight by its rate whatever its scale."""
+    keras.utils.set_random_seed(0)
+    model, backbone = toy_model()
+    kernel, bias = backbone.trainable_variables
+    kernel.assign(kernel.numpy() * 100.0)
+    bias.assign(np.full(bias.shape, 0.01, np.float32))
+    head = [v for v in model.trainable_variables if all(v is not b for b in backbone.trainable_variables)]
+    model.compile(
+        optimizer=warmup_cosine_adamw(
+            1e-2, 0.0, epochs=2, warmup_epochs=0, steps_per_epoch=5, backbone_variables=backbone.trainable_variables,
+            head_variables=head, backbone_lr_multiplier=0.5, backbone_optimizer="lamb",
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+    )
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    features = np.random.default_rng(0).normal(size=(8, model.input_shape[-1])).astype(np.float32)
+    labels = np.arange(8) % 3
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy()(labels, model(features))
+    gradients = {v.path: g.numpy() for v, g in zip(backbone.trainable_variables, tape.gradient(loss, backbone.trainable_variables))}
+    model.train_on_batch(features, labels)
+    for variable in backbone.trainable_variables:
+        old, gradient = before[variable.path], gradients[variable.path]
+        expected = old - 5e-3 * np.linalg.norm(old) * np.sign(gradient) / np.sqrt(np.count_nonzero(gradient))
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-4, atol=1e-9)
+    for variable in head:
+        steps = np.abs(variable.numpy() - before[variable.path])
+        assert np.median(steps[steps > 0]) == pytest.approx(1e-2, rel=0.02)
+    assert set(group_learning_rates(model.optimizer)) == {"head_adamw", "backbone_lamb"}
+
+
+def test_an_unknown_backbone_optimizer_is_named():
+    with pytest.raises(ValueError, match=r"^backbone_optimizer='sgd'; expected one of \('adamw', 'lamb'\)$"):
+        warmup_cosine_adamw(1e-2, 0.0, 2, 0, 5, backbone_optimizer="sgd")
