@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
@@ -23,6 +25,7 @@ from keras_emotion.data.beam_pipeline import FAILURES_NAME
 from keras_emotion.data.demo import CLASS_NAMES
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.manifest import read_manifest
+from keras_emotion.models.backbones import build_backbone
 from keras_emotion.models.info import FRAMING_FIELDS, ModelInfo, Preprocessing, read_model_info, write_model_info
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 from keras_emotion.training.pretrain import PretrainConfig
@@ -60,7 +63,7 @@ def test_the_console_script_is_installed_and_lists_its_commands():
     completed = run_command()
     assert completed.returncode == 2
     assert completed.stderr.startswith(
-        "usage: keras-emotion {preprocess|train|evaluate|export|predict|visualize|pretrain|train-face-clips|ablation}"
+        "usage: keras-emotion {preprocess|train|evaluate|export|predict|visualize|pretrain|average-weights|train-face-clips|ablation}"
     )
     assert run_command("--help").returncode == 0
 
@@ -274,3 +277,23 @@ def test_preprocess_takes_beam_options_only_for_the_beam_runner(small_demo_corpu
     assert completed.returncode == 1
     assert "--num_shards is for --runner beam; the local runner bounds shards by --shard_mb" in completed.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_average_weights_writes_the_mean_and_names_a_bad_input(tmp_path):
+    paths = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        paths.append(str(tmp_path / f"run{seed}.weights.h5"))
+        build_backbone("compact", 32).save_weights(paths[-1])
+    output = tmp_path / "soup.weights.h5"
+    flags_ = ["--backbone=compact", "--image_size=32", f"--output={output}"]
+    completed = run_command("average-weights", f"--input={','.join(paths)}", *flags_)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip() == f"averaged 2 weights files -> {output}"
+    kernels = [build_backbone("compact", 32, path).get_layer("stage1_conv1").kernel.numpy() for path in [*paths, output]]
+    np.testing.assert_allclose(kernels[2], (kernels[0] + kernels[1]) / 2, rtol=1e-6, atol=1e-7)
+
+    missing = tmp_path / "missing.weights.h5"
+    completed = run_command("average-weights", f"--input={paths[0]},{missing}", *flags_)
+    assert completed.returncode == 1
+    assert f"backbone weights file {missing} does not exist" in completed.stderr

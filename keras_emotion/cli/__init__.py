@@ -38,7 +38,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import app, flags  # noqa: E402  (after the logging default above)
 from absl import logging as absl_logging  # noqa: E402
 
-COMMANDS = ("preprocess", "train", "evaluate", "export", "predict", "visualize", "pretrain", "train-face-clips", "ablation")
+COMMANDS = (
+    "preprocess", "train", "evaluate", "export", "predict", "visualize", "pretrain", "average-weights", "train-face-clips",
+    "ablation",
+)
 # The corpora's default location: `../shared/data` of the current folder (the repository root
 # for scripts/run_demo.sh and the README's commands).
 SHARED_DATA = os.path.join("..", "shared", "data")

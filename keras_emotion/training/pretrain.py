@@ -29,6 +29,9 @@ Files under `output_dir` (a `run_folder.RunFolder`, locked while the run goes on
 
 Each file is written under a temporary name and renamed: the weights after every epoch that
 improves on the best validation accuracy, history.csv and the JSON after every epoch.
+
+`average_backbone_weights` writes the mean of several such weights files, from runs that started
+from the same weights (a "model soup"; `keras-emotion average-weights`).
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ import tensorflow as tf
 from keras_emotion.data.emotions import canonical_emotion, match_class_names
 from keras_emotion.data.model_input import decode_images
 from keras_emotion.data.video import IMAGE_EXTENSIONS, InputError, is_image_file
-from keras_emotion.files import write_json_atomically
-from keras_emotion.models.backbones import build_backbone
+from keras_emotion.files import atomic_write, write_json_atomically
+from keras_emotion.models.backbones import KERAS3_WEIGHTS_SUFFIX, build_backbone
 from keras_emotion.models.builder import backbone_variables, head_variables
 from keras_emotion.training.callbacks import read_history
 from keras_emotion.training.optimizers import group_learning_rates, warmup_cosine_adamw
@@ -632,3 +635,37 @@ def _pretrain_in_locked_dir(config: PretrainConfig, run: RunFolder, callbacks, v
     )
     report = write_report(report_path, run.history_csv, fixed, completed=True)
     return PretrainResult(run.best_weights, report_path, report)
+
+
+def average_backbone_weights(backbone: str, image_size: int, weight_files: Sequence[str], output: str) -> str:
+    """Writes the element-wise mean of backbone weight files to `output` (a "model soup").
+
+    Fine-tuning runs that start from the same weights stay in one basin of the loss, and the
+    average of their weights often scores better than each of them (Wortsman et al., 2022,
+    "Model soups"). The mean is taken over every variable, trainable or not.
+
+    Args:
+        backbone: the backbone name the files were saved from (`build_backbone`).
+        image_size: S the backbone is built for.
+        weight_files: two or more `.weights.h5` files of that backbone.
+        output: the `.weights.h5` file to write (atomically).
+
+    Returns:
+        `output`.
+
+    Raises:
+        ValueError: fewer than two files, an output name without `.weights.h5`, or a file
+            that does not load into the backbone (naming it).
+        FileNotFoundError: naming a missing file.
+    """
+    if len(weight_files) < 2:
+        raise ValueError(f"average_backbone_weights: {len(weight_files)} weights file(s) given; expected two or more")
+    if not output.endswith(KERAS3_WEIGHTS_SUFFIX):
+        raise ValueError(f"{output}: the averaged weights file's name must end with {KERAS3_WEIGHTS_SUFFIX}")
+    models = [build_backbone(backbone, image_size, path) for path in weight_files]
+    average = models[0]
+    for index, variable in enumerate(average.weights):
+        variable.assign(np.mean([keras.ops.convert_to_numpy(model.weights[index]) for model in models], axis=0))
+    with atomic_write(output, keep_suffix=KERAS3_WEIGHTS_SUFFIX) as temp:
+        average.save_weights(temp)
+    return output

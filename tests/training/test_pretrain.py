@@ -14,7 +14,7 @@ import pytest
 from keras_emotion.data.model_input import decode_images
 from keras_emotion.data.video import InputError
 from keras_emotion.models import ModelConfig, build_model
-from keras_emotion.models.backbones import BACKBONE_NAME
+from keras_emotion.models.backbones import BACKBONE_NAME, build_backbone
 from keras_emotion.training import pretrain as pretrain_lib
 from keras_emotion.training.run_folder import BACKUP_DIR, HISTORY_FILE
 
@@ -299,3 +299,42 @@ def test_pretrain_with_ferplus_and_an_extra_corpus_scores_its_held_out_part(fer_
     (record,) = report["history"]
     assert record["val_fer2013_accuracy"] == pytest.approx(record["val_accuracy"], abs=1e-6)
     assert {"val_sfew2_accuracy", "val_sfew2_flip_accuracy", "val_fer2013_flip_accuracy"} <= set(record)
+
+
+@pytest.fixture
+def two_backbone_files(tmp_path):
+    """Two compact backbones (32 px) with different random weights, saved: their paths and models."""
+    paths, models = [], []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = build_backbone("compact", 32)
+        for variable in model.weights:  # non-trainable batch-norm statistics differ too
+            variable.assign(np.random.default_rng(seed).normal(size=variable.shape).astype(np.float32))
+        paths.append(str(tmp_path / f"run{seed}.weights.h5"))
+        model.save_weights(paths[-1])
+        models.append(model)
+    return paths, models
+
+
+def test_averaged_weights_are_the_mean_of_every_variable(two_backbone_files, tmp_path):
+    paths, models = two_backbone_files
+    output = str(tmp_path / "soup" / "average.weights.h5")
+    assert pretrain_lib.average_backbone_weights("compact", 32, paths, output) == output
+    assert os.listdir(tmp_path / "soup") == ["average.weights.h5"]
+    average = build_backbone("compact", 32, output)
+    assert len(average.weights) == len(models[0].weights) > 0
+    for index, variable in enumerate(average.weights):
+        expected = (models[0].weights[index].numpy() + models[1].weights[index].numpy()) / 2
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_averaging_names_what_is_wrong(two_backbone_files, tmp_path):
+    paths, _ = two_backbone_files
+    output = str(tmp_path / "average.weights.h5")
+    with pytest.raises(ValueError, match=r"^average_backbone_weights: 1 weights file\(s\) given; expected two or more$"):
+        pretrain_lib.average_backbone_weights("compact", 32, paths[:1], output)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'average.h5'}: the averaged weights file's name must end with .weights.h5")):
+        pretrain_lib.average_backbone_weights("compact", 32, paths, str(tmp_path / "average.h5"))
+    with pytest.raises(ValueError, match=re.escape(f"{paths[0]}: expected Keras 3 weights saved from a backbone of the same kind")):
+        pretrain_lib.average_backbone_weights("compact_wide", 32, paths, output)
+    assert not os.path.exists(output)
