@@ -18,8 +18,8 @@ from absl import app, flags
 
 from keras_emotion.cli import SHARED_DATA, config_from_flags, define_alias
 from keras_emotion.data.video import InputError
-from keras_emotion.training.pretrain import PRETRAINABLE_BACKBONES, PretrainConfig, pretrain
 from keras_emotion.training.optimizers import BACKBONE_OPTIMIZERS
+from keras_emotion.training.pretrain import PRETRAINABLE_BACKBONES, PretrainConfig, pretrain
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(

@@ -221,14 +221,17 @@ def warmup_cosine_adamw(
             warmup_steps=warmup_steps,
         )
 
+    def adamw(peak: float, name: str) -> keras.optimizers.AdamW:
+        return keras.optimizers.AdamW(learning_rate=schedule(peak), weight_decay=weight_decay, name=name)
+
     if not backbone_variables or (backbone_lr_multiplier == 1.0 and backbone_optimizer == "adamw"):
-        return keras.optimizers.AdamW(learning_rate=schedule(learning_rate), weight_decay=weight_decay, name="adamw")
-    backbone_rate = schedule(learning_rate * backbone_lr_multiplier)
+        return adamw(learning_rate, "adamw")
+    backbone_peak = learning_rate * backbone_lr_multiplier
     return _two_group_optimizer(
-        keras.optimizers.AdamW(learning_rate=schedule(learning_rate), weight_decay=weight_decay, name="head_adamw"),
-        keras.optimizers.Lamb(learning_rate=backbone_rate, name="backbone_lamb")
+        adamw(learning_rate, "head_adamw"),
+        keras.optimizers.Lamb(learning_rate=schedule(backbone_peak), name="backbone_lamb")
         if backbone_optimizer == "lamb"
-        else keras.optimizers.AdamW(learning_rate=backbone_rate, weight_decay=weight_decay, name="backbone_adamw"),
+        else adamw(backbone_peak, "backbone_adamw"),
         backbone_variables,
         head_variables,
         name="two_rate_adamw",

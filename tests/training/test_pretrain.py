@@ -308,8 +308,9 @@ def two_backbone_files(tmp_path):
     for seed in (1, 2):
         keras.utils.set_random_seed(seed)
         model = build_backbone("compact", 32)
+        random = np.random.default_rng(seed)
         for variable in model.weights:  # non-trainable batch-norm statistics differ too
-            variable.assign(np.random.default_rng(seed).normal(size=variable.shape).astype(np.float32))
+            variable.assign(random.normal(size=variable.shape).astype(np.float32))
         paths.append(str(tmp_path / f"run{seed}.weights.h5"))
         model.save_weights(paths[-1])
         models.append(model)
