@@ -207,6 +207,9 @@ def warmup_cosine_adamw(
     the kernels a thousand times faster than the scales. Weight decay is left out because
     without batch normalisation, shrinking every layer's weights shrinks the network's
     activations multiplicatively.
+
+    Raises:
+        ValueError: an unknown `backbone_optimizer`, or backbone settings without `backbone_variables`.
     """
     if backbone_optimizer not in BACKBONE_OPTIMIZERS:
         raise ValueError(f"backbone_optimizer={backbone_optimizer!r}; expected one of {BACKBONE_OPTIMIZERS}")
@@ -224,7 +227,13 @@ def warmup_cosine_adamw(
     def adamw(peak: float, name: str) -> keras.optimizers.AdamW:
         return keras.optimizers.AdamW(learning_rate=schedule(peak), weight_decay=weight_decay, name=name)
 
-    if not backbone_variables or (backbone_lr_multiplier == 1.0 and backbone_optimizer == "adamw"):
+    backbone_settings = backbone_lr_multiplier != 1.0 or backbone_optimizer != "adamw"
+    if backbone_settings and not backbone_variables:
+        raise ValueError(
+            f"backbone_lr_multiplier={backbone_lr_multiplier}, backbone_optimizer={backbone_optimizer!r}: "
+            "these apply to the backbone, but no backbone_variables were given"
+        )
+    if not backbone_settings:
         return adamw(learning_rate, "adamw")
     backbone_peak = learning_rate * backbone_lr_multiplier
     return _two_group_optimizer(

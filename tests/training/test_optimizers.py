@@ -262,3 +262,14 @@ def test_lamb_moves_each_backbone_tensor_by_the_rate_relative_to_its_norm():
 def test_an_unknown_backbone_optimizer_is_named():
     with pytest.raises(ValueError, match=r"^backbone_optimizer='sgd'; expected one of \('adamw', 'lamb'\)$"):
         warmup_cosine_adamw(1e-2, 0.0, 2, 0, 5, backbone_optimizer="sgd")
+
+
+def test_backbone_settings_without_backbone_variables_are_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"^backbone_lr_multiplier=1\.0, backbone_optimizer='lamb': these apply to the backbone, "
+        r"but no backbone_variables were given$",
+    ):
+        warmup_cosine_adamw(1e-2, 0.0, 2, 0, 5, backbone_optimizer="lamb")
+    with pytest.raises(ValueError, match=r"^backbone_lr_multiplier=0\.1, backbone_optimizer='adamw': "):
+        warmup_cosine_adamw(1e-2, 0.0, 2, 0, 5, backbone_lr_multiplier=0.1)
