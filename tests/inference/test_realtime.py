@@ -12,6 +12,8 @@ from keras_emotion.inference import default_alignment, load_clip_model
 from keras_emotion.inference.predictor import PredictConfig, predict_video
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 
+CLEAR_MARGIN = 0.1
+"""A window's label is clear when its top probability exceeds the second by this much."""
 CK48_SEQUENCES = ["S010_004", "S011_006", "S022_001", "S026_006", "S032_006", "S046_004", "S052_004", "S055_004"]
 
 
@@ -35,8 +37,8 @@ def window_probabilities(prediction: dict) -> dict:
 
 def assert_fast_path_agrees(path: str, model, window: int, stride: int, alignment=ALIGNMENT) -> dict:
     """Runs both paths on `path`; checks the fast one detects on fewer frames, gives the
-    every-frame path's label on >= 95% of its windows and nearly its probabilities. Returns the
-    fast prediction."""
+    every-frame path's label on every window that path names by a clear margin (at least 80% of
+    them) and nearly its probabilities. Returns the fast prediction."""
     every_frame = predict_video(path, model, PredictConfig(window=window, stride=stride, detect_every=1), alignment)
     fast = predict_video(path, model, PredictConfig(window=window, stride=stride), alignment)
     frames = every_frame["stats"]["frames_processed"]
@@ -44,11 +46,19 @@ def assert_fast_path_agrees(path: str, model, window: int, stride: int, alignmen
     assert fast["stats"]["detector_frames"] < frames / 2
     expected, found = window_labels(every_frame), window_labels(fast)
     assert len(expected) >= 8 and set(found) == set(expected)
-    agreeing = sum(found[key] == label for key, label in expected.items())
-    assert agreeing >= 0.95 * len(expected), f"{agreeing} of {len(expected)} window labels agree"
+    expected_probabilities, found_probabilities = window_probabilities(every_frame), window_probabilities(fast)
+    # A window whose two likeliest classes are nearly tied (one spanning two expressions) may
+    # flip; every window named by a clear margin keeps its label, and most windows are clear.
+    clear = [key for key, value in expected_probabilities.items() if np.diff(np.sort(value)[-2:])[0] >= CLEAR_MARGIN]
+    assert len(clear) >= 0.8 * len(expected), f"only {len(clear)} of {len(expected)} windows have a clear label"
+    disagreeing = {
+        key: (expected[key], found[key], np.round(expected_probabilities[key], 3), np.round(found_probabilities[key], 3))
+        for key in clear
+        if found[key] != expected[key]
+    }
+    assert not disagreeing, f"{len(disagreeing)} of {len(clear)} clear window labels differ: {disagreeing}"
     # The tiny model may give most windows one label: the probabilities must agree too, far
     # closer than they vary from window to window.
-    expected_probabilities, found_probabilities = window_probabilities(every_frame), window_probabilities(fast)
     spread = np.ptp(np.stack(list(expected_probabilities.values())), axis=0).max()
     largest_difference = max(np.abs(found_probabilities[key] - value).max() for key, value in expected_probabilities.items())
     assert spread > 0.02, "the windows should not all look alike to the model"
