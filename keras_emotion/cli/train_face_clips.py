@@ -22,6 +22,7 @@ from absl import app, flags
 from keras_emotion.cli import SHARED_DATA, config_from_flags
 from keras_emotion.data.video import InputError
 from keras_emotion.training.face_clips import FaceClipsConfig, cross_validate, train_face_clips
+from keras_emotion.training.optimizers import BACKBONE_OPTIMIZERS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("fer2013_dir", os.path.join(SHARED_DATA, "fer2013"), "FER2013 folder (train/, validation/).")
@@ -45,6 +46,11 @@ flags.DEFINE_integer("cached_views", FaceClipsConfig.cached_views,
 flags.DEFINE_string("cache_dir", None, "Folder of the cached maps (default: <output_dir>/feature_cache).")
 flags.DEFINE_list("extra_image_dirs", [], "More class-folder corpora (ExpW, SFEW) as 1-frame clips, minus their held-out part.")
 flags.DEFINE_float("holdout_fraction", FaceClipsConfig.holdout_fraction, "Part of each extra corpus held out (as in pre-training).")
+flags.DEFINE_integer("fine_tune_blocks", FaceClipsConfig.fine_tune_blocks,
+                     "Train the backbone's last k residual blocks with the head, on cached maps of the layer below them.")
+flags.DEFINE_float("backbone_lr_multiplier", FaceClipsConfig.backbone_lr_multiplier,
+                   "Those blocks' learning rate, times --learning_rate.")
+flags.DEFINE_enum("backbone_optimizer", FaceClipsConfig.backbone_optimizer, BACKBONE_OPTIMIZERS, "Those blocks' optimizer.")
 flags.DEFINE_bool("cross_validate", False, "Run once per CK+48 subject fold, holding it out; summarise.")
 flags.mark_flags_as_required(["backbone_weights", "output_dir"])
 

@@ -45,7 +45,7 @@ import numpy as np
 from keras import ops
 
 from keras_emotion.models.config import BACKBONES
-from keras_emotion.models.dlib_resnet import build_dlib_resnet
+from keras_emotion.models.dlib_resnet import BLOCK_OUTPUT_SUFFIX, build_dlib_resnet
 
 BACKBONE_NAME = "backbone"
 FEATURE_STRIDE = 16
@@ -56,6 +56,9 @@ COMPACT_CHANNELS = {"compact": (32, 64, 128, 256), "compact_wide": (64, 128, 256
 
 # The dlib_resnet backbones: the `models.dlib_resnet` stage each outputs.
 DLIB_RESNET_OUTPUTS = {"dlib_resnet": "stage128", "dlib_resnet_256": "stage256a"}
+DLIB_RESNET_NETWORK = "dlib_resnet"
+"""Name of the dlib network inside a dlib_resnet backbone (behind the layer `EQUALIZED_GRAY`)."""
+EQUALIZED_GRAY = "equalized_gray"
 
 VGG_FACE_BGR_MEAN = (93.5940, 104.7624, 129.1863)
 IMAGENET_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -318,8 +321,40 @@ def _build_dlib_resnet(image_size: int, output: str) -> keras.Model:
         Model (n, S, S, 3) 0..255 RGB -> (n, h, w, D) (see the module doc).
     """
     frames = keras.Input((image_size, image_size, 3), name="frames")
-    features = build_dlib_resnet(image_size, output)(EqualizedGray(name="equalized_gray")(frames))
+    features = build_dlib_resnet(image_size, output, name=DLIB_RESNET_NETWORK)(
+        EqualizedGray(name=EQUALIZED_GRAY)(frames)
+    )
     return Backbone(frames, features, name=BACKBONE_NAME)
+
+
+def split_backbone(backbone: keras.Model, top_blocks: int) -> tuple:
+    """A dlib_resnet backbone cut below its last `top_blocks` residual blocks: (lower, upper)
+    with upper(lower(x)) = backbone(x).
+
+    Both share the backbone's layers, so their variables are the backbone's: training `upper`
+    (e.g. on maps of `lower` computed once, `training.feature_cache`) trains the backbone.
+
+        lower  (n, S, S, 3) 0..255 RGB -> (n, h', w', D')   EqualizedGray, stem, all blocks but the top ones
+        upper  (n, h', w', D') -> (n, h, w, D)             the top `top_blocks` blocks, named "backbone"
+
+    At S = 112, dlib_resnet_256 with `top_blocks` 1: lower -> (n, 3, 3, 256), upper -> (n, 3, 3, 256).
+
+    Raises:
+        ValueError: `backbone` is not a dlib_resnet backbone, or it has fewer than
+            `top_blocks` + 1 blocks.
+    """
+    names = [layer.name for layer in backbone.layers]
+    if DLIB_RESNET_NETWORK not in names or EQUALIZED_GRAY not in names:
+        raise ValueError(f"split_backbone: {backbone.name!r} is not a dlib_resnet backbone (its layers: {names})")
+    network = backbone.get_layer(DLIB_RESNET_NETWORK)
+    block_ends = [layer for layer in network.layers if layer.name.endswith(BLOCK_OUTPUT_SUFFIX)]
+    if not 1 <= top_blocks < len(block_ends):
+        raise ValueError(f"split_backbone: top_blocks={top_blocks}; this backbone has {len(block_ends)} blocks")
+    cut = block_ends[-top_blocks - 1].output
+    frames = keras.Input(backbone.input_shape[1:], name="frames")
+    bottom = keras.Model(network.input, cut, name=f"{DLIB_RESNET_NETWORK}_bottom")
+    lower = keras.Model(frames, bottom(backbone.get_layer(EQUALIZED_GRAY)(frames)), name=f"{BACKBONE_NAME}_lower")
+    return lower, Backbone(cut, network.output, name=BACKBONE_NAME)
 
 
 def default_mini_xception_file() -> str:

@@ -56,6 +56,8 @@ STAGES = (
     ("stage256b", 256, 0, True),
 )
 STAGE_NAMES = tuple(stage[0] for stage in STAGES)
+BLOCK_OUTPUT_SUFFIX = "_relu2"
+"""A residual block's output layer is named "<stage>_block<k>" + this."""
 DESCRIPTOR_OUTPUT = "descriptor"
 OUTPUTS = (*STAGE_NAMES, DESCRIPTOR_OUTPUT)
 
@@ -286,7 +288,7 @@ def _residual_block(x, filters: int, down: bool, name: str, layers: list):
     if down:
         shortcut = keras.layers.AveragePooling2D(2, 2, name=f"{name}_pool")(shortcut)
     x = ZeroPaddedAdd(name=f"{name}_add")([x, shortcut])
-    return keras.layers.ReLU(name=f"{name}_relu2")(x)
+    return keras.layers.ReLU(name=f"{name}{BLOCK_OUTPUT_SUFFIX}")(x)
 
 
 def _output_side(image_size: int, output: str) -> int:

@@ -17,9 +17,14 @@ to that framing when the model predicts (`SHIPPED_ALIGNMENT`).
 With `cached_views`, the frozen backbone's maps of fixed views of every frame are computed once
 (`feature_cache`) and the head trains on them, each step drawing one view per clip instead of
 augmenting; the trained head is then put on the backbone and the image model is evaluated and saved.
+With `fine_tune_blocks` k as well, the maps are those below the backbone's last k residual blocks
+(`models.backbones.split_backbone`), and those k blocks train with the head: the CPU route to
+fine-tuning the top of the backbone on every fold's clips (one block costs about a tenth of the
+whole backbone per frame, and the blocks below run once).
 
-The backbone is frozen (trainable False, so its BatchNorm layers also run in inference mode);
-SA and the frame scores W_sm are
+The backbone is frozen (trainable False, so its BatchNorm layers also run in inference mode),
+but for its top `fine_tune_blocks`; SA and the frame scores W_sm (and those blocks, at
+`backbone_lr_multiplier` x the rate, with `backbone_optimizer`) are
 trained with AdamW (warm-up, cosine decay) on the clip cross-entropy. The paper's backbone
 learning rate (1e-5 against 0.1 for the head) barely moves a backbone either.
 
@@ -60,6 +65,7 @@ from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.model_input import decode_images
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
+from keras_emotion.models.backbones import split_backbone
 from keras_emotion.models.builder import BACKBONE_NAME, copy_head_weights, feature_map_backbone
 from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training import feature_cache
@@ -114,6 +120,10 @@ class FaceClipsConfig:
             in-the-wild ExpW and SFEW), minus the part backbone pre-training holds out of them
             (`pretrain.is_held_out` with `holdout_fraction`), so that part stays unseen.
         holdout_fraction: see `extra_image_dirs` (pre-training's `holdout_fraction`).
+        fine_tune_blocks: k, the backbone's last k residual blocks trained with the head on
+            the cached maps of the layer below them (needs `cached_views`); 0: all frozen.
+        backbone_lr_multiplier, backbone_optimizer: those blocks' learning rate (x
+            `learning_rate`) and optimizer (`optimizers.warmup_cosine_adamw`).
     """
 
     fer2013_dir: str
@@ -141,6 +151,9 @@ class FaceClipsConfig:
     cache_dir: Optional[str] = None
     extra_image_dirs: tuple = ()
     holdout_fraction: float = 0.15
+    fine_tune_blocks: int = 0
+    backbone_lr_multiplier: float = 1.0
+    backbone_optimizer: str = "adamw"
 
     def __post_init__(self):
         self.held_out_folds = tuple(sorted(set(self.held_out_folds)))
@@ -148,6 +161,10 @@ class FaceClipsConfig:
             raise ValueError(f"held_out_folds={self.held_out_folds}; folds are 0..{self.folds - 1}")
         if not 0 <= self.cached_views <= len(feature_cache.VIEWS):
             raise ValueError(f"cached_views={self.cached_views}; expected 0..{len(feature_cache.VIEWS)}")
+        if self.fine_tune_blocks and not self.cached_views:
+            raise ValueError(
+                f"fine_tune_blocks={self.fine_tune_blocks} needs cached_views: the blocks below them run once, on cached views"
+            )
 
     def model_config(self) -> ModelConfig:
         """The video model: the backbone, SA (N heads), frame scores, TP; 7 classes."""
@@ -313,7 +330,8 @@ def clip_dataset(clips: FaceClips, batch_size: int, seed: Optional[int] = None, 
 
 
 def _feature_map_clips(config: FaceClipsConfig, backbone: keras.Model, *clip_sets: FaceClips, verbose=0) -> list:
-    """`clip_sets` with their frames replaced by the backbone's maps: the first set (the
+    """`clip_sets` with their frames replaced by `backbone`'s maps (the frozen backbone, or the
+    part of it below the blocks that train, `split_backbone`'s lower): the first set (the
     training images) in the first `config.cached_views` views, the others in view 0 only.
     The maps come from `feature_cache` folders under `config.cache_dir` ("train" for the first
     set and CK+48, which folds split later; "validation" for FER2013 validation)."""
@@ -379,16 +397,18 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
     ck48_test = ck48.subset(np.flatnonzero(held_out))
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.model_config())
-    model.get_layer(BACKBONE_NAME).trainable = False
+    backbone = model.get_layer(BACKBONE_NAME)
+    backbone.trainable = False
     training_model = model
     if config.cached_views:
-        fer_train, fer_val_maps, ck48 = _feature_map_clips(
-            config, model.get_layer(BACKBONE_NAME), fer_train, fer_val, ck48, verbose=verbose
-        )
-        training_model = build_model(
-            dataclasses.replace(config.model_config(), backbone_weights=None),
-            backbone=feature_map_backbone(fer_train.frames.shape[2:]),
-        )
+        if config.fine_tune_blocks:
+            frozen_part, top_blocks = split_backbone(backbone, config.fine_tune_blocks)
+            for layer in top_blocks.layers:  # `top_blocks.trainable = True` leaves its layers frozen
+                layer.trainable = True
+        else:
+            frozen_part, top_blocks = backbone, feature_map_backbone(backbone.output_shape[1:])
+        fer_train, fer_val_maps, ck48 = _feature_map_clips(config, frozen_part, fer_train, fer_val, ck48, verbose=verbose)
+        training_model = build_model(dataclasses.replace(config.model_config(), backbone_weights=None), backbone=top_blocks)
     else:
         fer_val_maps = fer_val
     ck48_train = ck48.subset(np.flatnonzero(~held_out))
@@ -397,8 +417,20 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
     steps_per_epoch = int(repeats.sum()) // config.batch_size
 
     trainable = probabilities_model(training_model)
+    backbone_variables = training_model.get_layer(BACKBONE_NAME).trainable_variables
+    head_variables = [v for v in trainable.trainable_variables if all(v is not b for b in backbone_variables)]
     trainable.compile(
-        optimizer=warmup_cosine_adamw(config.learning_rate, config.weight_decay, config.epochs, 0.5, steps_per_epoch),
+        optimizer=warmup_cosine_adamw(
+            config.learning_rate,
+            config.weight_decay,
+            config.epochs,
+            0.5,
+            steps_per_epoch,
+            backbone_variables=backbone_variables,
+            head_variables=head_variables,
+            backbone_lr_multiplier=config.backbone_lr_multiplier,
+            backbone_optimizer=config.backbone_optimizer,
+        ),
         loss=classification_loss(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -411,7 +443,7 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         callbacks=run.callbacks("val_accuracy"),
         verbose=verbose,
     )
-    trainable.load_weights(run.best_weights)
+    trainable.load_weights(run.best_weights)  # top_blocks share the backbone's variables
     if training_model is not model:
         copy_head_weights(training_model, model)
     info = ModelInfo(

@@ -11,6 +11,7 @@ from keras_emotion.models.backbones import (
     build_backbone,
     default_mini_xception_file,
     load_backbone_weights,
+    split_backbone,
 )
 
 VGG_FACE_BGR_MEAN = (93.5940, 104.7624, 129.1863)  # keras-vggface utils.preprocess_input, v1
@@ -273,3 +274,38 @@ def test_bad_backbone_arguments_are_explained(tmp_path):
     not_a_model.write_text("not hdf5")
     with pytest.raises(ValueError, match=r"not_a_model\.hdf5: expected a Keras model file"):
         build_backbone("mini_xception", 64, weights=str(not_a_model))
+
+
+def test_split_dlib_backbone_composes_to_it_and_shares_its_variables():
+    backbone = build_backbone("dlib_resnet_256", 112)
+    lower, upper = split_backbone(backbone, 1)
+    frames = random_frames(np.random.default_rng(0), 3, 112)
+    assert lower.output_shape == (None, 3, 3, 256) and upper.output_shape == (None, 3, 3, 256)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(upper(lower(frames))), keras.ops.convert_to_numpy(backbone(frames)), rtol=1e-5, atol=1e-5
+    )
+    assert [weight.path for weight in upper.weights] == [
+        f"backbone/stage256a_block3_{layer}/{weight}"
+        for layer in ("conv1", "affine1", "conv2", "affine2")
+        for weight in (("kernel", "bias") if layer.startswith("conv") else ("gamma", "beta"))
+    ]
+    backbone_weights = {id(weight) for weight in backbone.weights}
+    assert all(id(weight) in backbone_weights for weight in lower.weights + upper.weights)
+    assert len(lower.weights) + len(upper.weights) == len(backbone.weights)
+
+    top_conv = upper.get_layer("stage256a_block3_conv2")
+    top_conv.kernel.assign(top_conv.kernel * 2.0)  # a step on `upper` is a step on the backbone
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(upper(lower(frames))), keras.ops.convert_to_numpy(backbone(frames)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_split_backbone_refuses_other_backbones_and_impossible_cuts():
+    with pytest.raises(ValueError, match=r"^split_backbone: 'backbone' is not a dlib_resnet backbone \(its layers: \['frames', "):
+        split_backbone(build_backbone("compact", 48), 1)
+    backbone = build_backbone("dlib_resnet", 64)  # stem + 3 + 4 + 3 blocks up to stage128
+    for top_blocks in (0, 10):
+        with pytest.raises(ValueError) as raised:
+            split_backbone(backbone, top_blocks)
+        assert str(raised.value) == f"split_backbone: top_blocks={top_blocks}; this backbone has 10 blocks"
+    assert split_backbone(backbone, 9)[0].output_shape == (None, 14, 14, 32)  # 64 -> stem conv 29 -> pool 14

@@ -147,3 +147,39 @@ def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_
     assert report["fer2013_validation"]["accuracy"] > 0.2  # chance 1/7 = 0.14: the maps are learnt from
     trained = load_trained_model(config.output_dir)
     assert trained.model.get_layer("backbone").count_params() > 0
+
+
+def test_fine_tuning_the_top_block_on_cached_maps_trains_it_and_leaves_the_rest(tmp_path, fer_dir, ck48_dir):
+    """With fine_tune_blocks 1 the head and the backbone's last block learn from maps of the layer
+    below it: the saved image model carries the new block (and gives the validation accuracy
+    measured on the maps), every other backbone weight is the pre-trained one."""
+    weights = str(tmp_path / "backbone.weights.h5")
+    backbone = build_backbone("dlib_resnet", 64)
+    backbone.save_weights(weights)
+    config = face_clips.FaceClipsConfig(
+        fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "out"),
+        backbone="dlib_resnet", image_size=64, epochs=6, learning_rate=1e-2, batch_size=32, ck48_repeats=1,
+        held_out_folds=[0], max_per_class=40, cached_views=1, fine_tune_blocks=1, backbone_optimizer="lamb",
+    )
+    report = face_clips.train_face_clips(config, verbose=0)
+
+    best = max(float(record["val_accuracy"]) for record in report["history"])
+    assert report["fer2013_validation"]["accuracy"] == pytest.approx(best, abs=1.5 / 280)
+    assert report["fer2013_validation"]["accuracy"] > 0.2  # chance 1/7 = 0.14
+    trained = load_trained_model(config.output_dir).model.get_layer("backbone")
+    changed = {}
+    for before, after in zip(backbone.weights, trained.weights):
+        assert before.path == after.path
+        start = before.numpy().astype(np.float16).astype(np.float32)
+        changed[before.path] = float(np.max(np.abs(after.numpy() - start)) / np.max(np.abs(start)))
+    top = {path for path in changed if path.startswith("backbone/stage128_block3_")}
+    assert len(top) == 8 and all(changed[path] > 1e-3 for path in top)  # LAMB at 1e-2: steps ~1e-2 of |w|
+    assert all(changed[path] == 0.0 for path in changed if path not in top)
+
+
+def test_fine_tuning_blocks_needs_cached_views(fer_dir, ck48_dir):
+    with pytest.raises(ValueError) as raised:
+        face_clips.FaceClipsConfig(
+            fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights="w.h5", output_dir="out", fine_tune_blocks=2
+        )
+    assert str(raised.value) == "fine_tune_blocks=2 needs cached_views: the blocks below them run once, on cached views"
