@@ -66,7 +66,13 @@ from keras_emotion.data.model_input import decode_images
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.backbones import split_backbone
-from keras_emotion.models.builder import BACKBONE_NAME, copy_head_weights, feature_map_backbone
+from keras_emotion.models.builder import (
+    BACKBONE_NAME,
+    backbone_variables,
+    copy_head_weights,
+    feature_map_backbone,
+    head_variables,
+)
 from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training import feature_cache
 from keras_emotion.training.callbacks import read_history
@@ -417,8 +423,6 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
     steps_per_epoch = int(repeats.sum()) // config.batch_size
 
     trainable = probabilities_model(training_model)
-    backbone_variables = training_model.get_layer(BACKBONE_NAME).trainable_variables
-    head_variables = [v for v in trainable.trainable_variables if all(v is not b for b in backbone_variables)]
     trainable.compile(
         optimizer=warmup_cosine_adamw(
             config.learning_rate,
@@ -426,8 +430,8 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
             config.epochs,
             0.5,
             steps_per_epoch,
-            backbone_variables=backbone_variables,
-            head_variables=head_variables,
+            backbone_variables=backbone_variables(training_model),
+            head_variables=head_variables(training_model),
             backbone_lr_multiplier=config.backbone_lr_multiplier,
             backbone_optimizer=config.backbone_optimizer,
         ),
