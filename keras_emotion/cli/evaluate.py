@@ -10,6 +10,13 @@ the model's case-insensitively and through synonyms (CK+ "anger" is "angry"); cl
 match none (CK+ "contempt") are skipped and listed. Writes `<output_dir>/evaluation.json`
 (accuracy, per-class recall, UAR, confusion matrix, skipped_classes, every clip's prediction)
 and `<output_dir>/confusion_matrix.png`; prints the summary.
+
+--compare_to another model's evaluation.json of the same data pairs the two clip by clip
+(`evaluation.paired_comparison`: accuracy difference, its standard error, clips won and lost),
+prints it and writes it to `<output_dir>/comparison.json`:
+
+    keras-emotion evaluate --model runs/new --input fer2013/validation \
+        --compare_to runs/old/evaluation_validation/evaluation.json
 """
 
 import os
@@ -19,9 +26,18 @@ from absl import app, flags
 
 from keras_emotion.cli import define_alias
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
-from keras_emotion.training.evaluation import evaluate_images_dir, evaluate_model_dir, summarize
+from keras_emotion.training.evaluation import (
+    evaluate_images_dir,
+    evaluate_model_dir,
+    load_evaluation,
+    paired_comparison,
+    summarize,
+    summarize_comparison,
+)
+from keras_emotion.training.metrics import save_report_json
 
 FLAGS = flags.FLAGS
+COMPARISON_FILE = "comparison.json"
 flags.DEFINE_string(
     "model",
     PRETRAINED_MODEL_DIR,
@@ -47,6 +63,12 @@ flags.DEFINE_string(
     "./evaluation_<split or name> (in the current folder) for the shipped model.",
 )
 flags.DEFINE_integer("batch_size", 8, "Clips (or images) per batch.")
+flags.DEFINE_string(
+    "compare_to",
+    None,
+    "Another model's evaluation.json of the same data: pair the two clip by clip (accuracy "
+    "difference, standard error, clips won and lost) into <output_dir>/comparison.json.",
+)
 flags.DEFINE_bool(
     "allow_incomplete", False, "Evaluate data whose preprocessing did not finish (manifest complete: false)."
 )
@@ -66,6 +88,7 @@ def main(argv):
         raise app.UsageError("give exactly one of --data (TFRecord clips) and --input (a folder of class folders)")
     output_dir = FLAGS.output_dir or default_output_dir(FLAGS.model, FLAGS.split, FLAGS.input)
     try:
+        baseline = load_evaluation(FLAGS.compare_to) if FLAGS.compare_to else None
         if FLAGS.input is not None:
             report = evaluate_images_dir(
                 FLAGS.model, FLAGS.input, output_dir, FLAGS.batch_size, held_out_fraction=FLAGS.held_out_fraction
@@ -79,7 +102,14 @@ def main(argv):
                 FLAGS.batch_size,
                 allow_incomplete=FLAGS.allow_incomplete,
             )
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise app.UsageError(str(error)) from None
     print(summarize(report))
     print(f"wrote {report['json']} and {report['png']}")
+    if baseline:
+        try:
+            comparison = paired_comparison(report, baseline)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+        print(summarize_comparison(comparison))
+        print(f"wrote {save_report_json(comparison, os.path.join(output_dir, COMPARISON_FILE))}")

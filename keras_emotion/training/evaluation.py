@@ -28,6 +28,10 @@ have examples.
     evaluation.json         the report, the data evaluated and every clip's prediction
     confusion_matrix.png    `metrics.plot_confusion_matrix` of the report
 
+`paired_comparison` sets a report beside another model's evaluation.json of the same clips,
+clip by clip (the accuracy difference with its standard error, clips won and lost): the way
+to tell whether one model beats another on the same held-out data.
+
 Evaluation preprocesses like training: the trained model's image_size and crop_fraction, the
 centre crop, no augmentation.
 """
@@ -43,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data.config import InputConfig
+from keras_emotion.files import read_json
 from keras_emotion.data.emotions import match_class_names
 from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.manifest import manifest_path, read_manifest
@@ -285,6 +290,83 @@ def write_evaluation(report: dict, model_dir: str, output_dir: str, title: str) 
     json_path = save_report_json(report, os.path.join(output_dir, EVALUATION_FILE))
     png_path = plot_confusion_matrix(report, os.path.join(output_dir, CONFUSION_MATRIX_FILE), title)
     return {**report, "json": json_path, "png": png_path}
+
+
+def load_evaluation(path: str) -> dict:
+    """The evaluation report stored at `path` (an evaluation.json this module wrote).
+
+    Raises:
+        OSError: the file cannot be read (FileNotFoundError when it is missing).
+        ValueError: naming `path`: not valid JSON, or not an evaluation report.
+    """
+    report = read_json(path)
+    if not isinstance(report, dict) or not isinstance(report.get("clips"), list):
+        raise ValueError(f"{path}: not an evaluation report (no \"clips\" list)")
+    return {**report, "json": path}
+
+
+def paired_comparison(report: dict, baseline: dict) -> dict:
+    """Compares `report` clip by clip with `baseline`, another model's evaluation of the same
+    clips (`load_evaluation`): d_i = 1 where only `report` is right on clip i, -1 where only the
+    baseline is, else 0.
+
+    Returns:
+        {"baseline": the baseline's file ("json"), "baseline_model_dir": its "model_dir",
+        "num_examples": N, "accuracy_difference": mean(d), "standard_error": std(d, ddof=1)
+        / sqrt(N) (0 for N = 1), "won": clips with d = 1, "lost": clips with d = -1,
+        "unweighted_average_recall_difference": this report's UAR minus the baseline's};
+        differences are fractions, as the reports' accuracies are.
+
+    Raises:
+        ValueError: naming the baseline's file: its clips are not this report's (another set
+            of clip ids, or other labels).
+    """
+    baseline_path = baseline.get("json")
+    ours = {clip["clip_id"]: clip for clip in report["clips"]}
+    theirs = {clip["clip_id"]: clip for clip in baseline["clips"]}
+    if ours.keys() != theirs.keys():
+        only_ours, only_theirs = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+        raise ValueError(
+            f"{baseline_path}: evaluates other clips: {len(only_ours)} of these {len(ours)} clips are "
+            f"not in it (first: {only_ours[:3]}), {len(only_theirs)} of its {len(theirs)} are not here "
+            f"(first: {only_theirs[:3]})"
+        )
+    relabelled = sorted(clip_id for clip_id, clip in ours.items() if clip["label"] != theirs[clip_id]["label"])
+    if relabelled:
+        raise ValueError(
+            f"{baseline_path}: labels {len(relabelled)} of the {len(ours)} clips otherwise (first: "
+            f"{relabelled[0]}: {theirs[relabelled[0]]['label']} there, {ours[relabelled[0]]['label']} here)"
+        )
+    clip_ids = sorted(ours)
+    right = np.array([ours[clip_id]["predicted"] == ours[clip_id]["label"] for clip_id in clip_ids], np.float64)
+    baseline_right = np.array(
+        [theirs[clip_id]["predicted"] == theirs[clip_id]["label"] for clip_id in clip_ids], np.float64
+    )
+    differences = right - baseline_right
+    count = differences.size
+    return {
+        "baseline": baseline_path,
+        "baseline_model_dir": baseline.get("model_dir"),
+        "num_examples": count,
+        "accuracy_difference": float(np.mean(differences)),
+        "standard_error": float(np.std(differences, ddof=1) / np.sqrt(count)) if count > 1 else 0.0,
+        "won": int(np.sum(differences > 0)),
+        "lost": int(np.sum(differences < 0)),
+        "unweighted_average_recall_difference": float(
+            report["unweighted_average_recall"] - baseline["unweighted_average_recall"]
+        ),
+    }
+
+
+def summarize_comparison(comparison: dict) -> str:
+    """One line: the accuracy difference of `paired_comparison` in points, its standard error,
+    clips won and lost, and the UAR difference."""
+    return (
+        f"paired with {comparison['baseline']} on the same {comparison['num_examples']} clips: accuracy "
+        f"{100 * comparison['accuracy_difference']:+.2f} points (standard error "
+        f"{100 * comparison['standard_error']:.2f}), {comparison['won']} won, {comparison['lost']} lost; "
+        f"UAR {100 * comparison['unweighted_average_recall_difference']:+.2f} points"
+    )
 
 
 def summarize(report: dict) -> str:

@@ -32,6 +32,8 @@ from keras_emotion.training.evaluation import (
     evaluate_images,
     evaluate_model_dir,
     evaluation_input,
+    load_evaluation,
+    paired_comparison,
     predict_clips,
     predict_images,
 )
@@ -358,3 +360,104 @@ def test_images_held_out_by_pretraining_are_the_only_ones_evaluated(three_class_
     assert 0 < len(expected) < len(every["clips"])  # the choice is not all or nothing here
     assert [clip["clip_id"] for clip in held_out["clips"]] == [clip["clip_id"] for clip in expected]
     assert held_out["held_out_fraction"] == 0.5 and held_out["num_examples"] == len(expected)
+
+
+def _report(labels, predicted, uar=0.5, model_dir="runs/model"):
+    """An evaluation report of clips c0, c1, ... with these class names."""
+    clips = [
+        {"clip_id": f"c{index}", "label": label, "predicted": guess, "probabilities": []}
+        for index, (label, guess) in enumerate(zip(labels, predicted))
+    ]
+    return {"clips": clips, "unweighted_average_recall": uar, "model_dir": model_dir}
+
+
+def test_paired_comparison_matches_numpy_clip_by_clip(tmp_path):
+    rng = np.random.default_rng(7)
+    names = np.array(["angry", "happy", "sad"])
+    labels = rng.integers(0, 3, 200)
+    ours = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 3, 200))
+    theirs = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 3, 200))
+    baseline_path = tmp_path / "old" / EVALUATION_FILE
+    baseline_path.parent.mkdir()
+    baseline = _report(names[labels], names[theirs], uar=0.55, model_dir="runs/old")
+    baseline["clips"] = baseline["clips"][::-1]  # the order of the clips does not matter
+    baseline_path.write_text(json.dumps(baseline))
+    comparison = paired_comparison(_report(names[labels], names[ours], uar=0.6), load_evaluation(str(baseline_path)))
+
+    differences = (ours == labels).astype(float) - (theirs == labels).astype(float)
+    assert comparison == {
+        "baseline": str(baseline_path),
+        "baseline_model_dir": "runs/old",
+        "num_examples": 200,
+        "accuracy_difference": pytest.approx(np.mean(ours == labels) - np.mean(theirs == labels)),
+        "standard_error": pytest.approx(np.std(differences, ddof=1) / np.sqrt(200)),
+        "won": int(np.sum((ours == labels) & (theirs != labels))),
+        "lost": int(np.sum((ours != labels) & (theirs == labels))),
+        "unweighted_average_recall_difference": pytest.approx(0.05),
+    }
+    assert comparison["won"] > 0 and comparison["lost"] > 0  # both counts are exercised
+
+
+def test_paired_comparison_refuses_other_clips_and_other_labels(tmp_path):
+    baseline_path = tmp_path / EVALUATION_FILE
+    baseline_path.write_text(json.dumps(_report(["angry", "happy", "sad"], ["angry", "angry", "angry"])))
+    baseline = load_evaluation(str(baseline_path))
+    with pytest.raises(ValueError) as error:
+        paired_comparison(_report(["angry", "happy"], ["angry", "happy"]), baseline)
+    assert str(error.value) == (
+        f"{baseline_path}: evaluates other clips: 0 of these 2 clips are not in it (first: []), "
+        "1 of its 3 are not here (first: ['c2'])"
+    )
+    with pytest.raises(ValueError) as error:
+        paired_comparison(_report(["angry", "sad", "sad"], ["angry", "happy", "sad"]), baseline)
+    assert str(error.value) == f"{baseline_path}: labels 1 of the 3 clips otherwise (first: c1: happy there, sad here)"
+
+
+def test_a_file_that_is_not_an_evaluation_is_named(tmp_path):
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps({"accuracy": [0.5]}))
+    with pytest.raises(ValueError) as error:
+        load_evaluation(str(path))
+    assert str(error.value) == f'{path}: not an evaluation report (no "clips" list)'
+
+
+def test_the_script_compares_with_another_models_evaluation(three_class_dir, image_folder, tmp_path):
+    """--compare_to: the evaluation of a model naming every image "happy" against this one."""
+    ids = [f"{folder}/{index}.png" for folder in ("Anger", "happy", "sadness") for index in range(IMAGE_FOLDERS[folder])]
+    labels = ["angry"] * 3 + ["happy"] * 3 + ["sad"] * 2
+    baseline = _report(labels, ["happy"] * 8, uar=1 / 3)
+    for clip, clip_id in zip(baseline["clips"], ids):
+        clip["clip_id"] = clip_id
+    baseline_path = tmp_path / "baseline.json"
+    baseline_path.write_text(json.dumps(baseline))
+    output_dir = tmp_path / "evaluation"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model={three_class_dir}",
+         f"--input={image_folder}", f"--output_dir={output_dir}", f"--compare_to={baseline_path}"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((output_dir / EVALUATION_FILE).read_text())
+    right = np.array([clip["predicted"] == clip["label"] for clip in written["clips"]], float)
+    baseline_right = np.array([label == "happy" for label in labels], float)
+    comparison = json.loads((output_dir / "comparison.json").read_text())
+    assert comparison["accuracy_difference"] == pytest.approx(np.mean(right - baseline_right))
+    assert comparison["won"] == int(np.sum(right > baseline_right))
+    assert comparison["lost"] == int(np.sum(right < baseline_right))
+    assert comparison["won"] + comparison["lost"] > 0
+    assert (
+        f"paired with {baseline_path} on the same 8 clips: accuracy "
+        f"{100 * comparison['accuracy_difference']:+.2f} points (standard error "
+        f"{100 * comparison['standard_error']:.2f}), {comparison['won']} won, {comparison['lost']} lost"
+    ) in result.stdout
+
+
+def test_the_script_refuses_a_missing_baseline_before_evaluating(three_class_dir, image_folder, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model={three_class_dir}",
+         f"--input={image_folder}", f"--output_dir={tmp_path / 'out'}", f"--compare_to={tmp_path / 'absent.json'}"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+    )
+    assert result.returncode == 1
+    assert f"No such file or directory: '{tmp_path / 'absent.json'}'" in result.stderr
+    assert not (tmp_path / "out").exists()
