@@ -26,7 +26,9 @@ from keras_emotion.data.manifest import read_manifest
 from keras_emotion.files import OutputDirInUseError
 from keras_emotion.models.config import BACKBONES, SPATIAL_AGGREGATIONS, TEMPORAL_POOLINGS, ModelConfig
 from keras_emotion.models.info import AlignmentMismatchError
+from keras_emotion.training.callbacks import read_history
 from keras_emotion.training.config import MIXED_PRECISION_POLICIES, TRAIN_OPTIONS, TrainConfig, train_config
+from keras_emotion.training.run_folder import HISTORY_FILE
 from keras_emotion.training.task import train
 
 FLAGS = flags.FLAGS
@@ -98,11 +100,12 @@ def main(argv):
         raise app.UsageError(str(error)) from None
     verbose = FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose)
     try:
-        model, history = train(config, verbose=verbose)
+        model, _ = train(config, verbose=verbose)
     except (OutputDirInUseError, DataIntegrityError, AlignmentMismatchError) as error:
         sys.exit(f"train: {error}")
     monitor = "val_accuracy" if config.val_data else "accuracy"
+    history = read_history(os.path.join(config.output_dir, HISTORY_FILE))  # every epoch, resumed runs' too
     print(
-        f"{model.name}: best {monitor} of this run {max(history.history[monitor]):.4f}; "
+        f"{model.name}: best {monitor} of this run {max(float(row[monitor]) for row in history):.4f}; "
         f"trained model in {os.path.join(config.output_dir, 'trained')}"
     )

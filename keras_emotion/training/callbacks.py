@@ -8,6 +8,10 @@
                      backup whose file cannot be read in full (a disk fault, an older writer)
                      is renamed `<name>.broken` with a warning naming it, and the next older
                      one is tried; weights that do not fit the model (another config) raise.
+                     The last backup stays when `fit` returns: the training loop deletes the
+                     folder once the model and report it writes after `fit` are complete
+                     (`run_folder.RunFolder.finish`), so a run killed between the two resumes
+                     with zero epochs left to train instead of training again.
 `EpochCSVLogger`     history.csv with one row per epoch: at the end of epoch e it rewrites the
                      file (atomically) with the rows of epochs before e and the row of e. A
                      rerun that repeats epochs overwrites their rows, so after any number of
@@ -27,7 +31,6 @@ import glob
 import math
 import os
 import re
-import shutil
 import warnings
 from typing import Optional
 
@@ -49,7 +52,8 @@ class EpochBackup(keras.callbacks.Callback):
     """Backs up the training state after every epoch and resumes from it (see the module doc).
 
     Args:
-        backup_dir: folder of the backups, used by nothing else; deleted when training ends.
+        backup_dir: folder of the backups, used by nothing else; the training loop deletes it
+            once the outputs it writes after `fit` are complete.
     """
 
     def __init__(self, backup_dir: str):
@@ -84,9 +88,6 @@ class EpochBackup(keras.callbacks.Callback):
         for epochs_done, older in self._backups():
             if epochs_done < epoch:
                 os.remove(older)  # keeps this backup and the one before it
-
-    def on_train_end(self, logs=None):
-        shutil.rmtree(self.backup_dir, ignore_errors=True)
 
     def _backups(self) -> list:
         """(epochs done, path) of every backup file."""

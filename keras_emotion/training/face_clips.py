@@ -41,7 +41,8 @@ Files under `output_dir` (a `run_folder.RunFolder`, locked while the run goes on
     history.csv                          one row per epoch
     checkpoints/best.weights.h5          weights of the best epoch (FER2013 val accuracy)
     backup/                              `callbacks.EpochBackup` (a rerun resumes; removed
-                                         when training completes)
+                                         once report.json is written: a run killed after
+                                         training and before its report trains no epoch again)
 
 `cross_validate` runs the recipe once per CK+48 fold, that fold held out, in
 `output_dir/fold<k>/`, and writes `output_dir/cross_validation.json`: per fold and mean +- std
@@ -470,6 +471,7 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         "ck48_held_out_folds": list(config.held_out_folds),
     }
     write_json_atomically(os.path.join(config.output_dir, REPORT_FILE), report)
+    run.finish()
     return report
 
 

@@ -634,6 +634,7 @@ def _pretrain_in_locked_dir(config: PretrainConfig, run: RunFolder, callbacks, v
         verbose=verbose,
     )
     report = write_report(report_path, run.history_csv, fixed, completed=True)
+    run.finish()
     return PretrainResult(run.best_weights, report_path, report)
 
 

@@ -8,7 +8,8 @@
     checkpoints/best.weights.h5   weights of the best epoch (`callbacks.BestWeightsCheckpoint`);
                                   a loop may name another file (pre-training: the backbone's)
     backup/                       `callbacks.EpochBackup`: a rerun of the same config resumes
-                                  from it; deleted when training completes
+                                  from it; deleted by `finish` once the loop's outputs are
+                                  written (a rerun after `fit` ended trains no epoch again)
     logs/                         TensorBoard (`task`)
     initial_backbone.weights.h5   the backbone a `task` run fine-tunes, when it starts from a
                                   trained model (`task.train --backbone_weights MODEL_DIR`)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from typing import Optional
 
 import keras
@@ -84,6 +86,10 @@ class RunFolder:
         """The folder's `files.OutputDirLock`, a context manager; `command` names the run for the
         error a second run gets (`files.OutputDirInUseError`)."""
         return OutputDirLock(self.path, command)
+
+    def finish(self) -> None:
+        """Deletes the backup: called by a loop once everything it writes after `fit` is written."""
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
 
     def callbacks(self, monitor: str, weights_of: Optional[keras.Model] = None) -> list:
         """History row, best weights and backup callbacks, in this order (the module docstring).

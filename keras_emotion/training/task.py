@@ -151,6 +151,7 @@ def _train_in_locked_dir(config: TrainConfig, callbacks, verbose, strategy, run:
         alignment=data_alignment,
         training_data=[data_folder(train_input)],
     )
+    run.finish()
     return model, history
 
 

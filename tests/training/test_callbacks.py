@@ -72,7 +72,20 @@ def test_a_broken_backup_is_set_aside_with_a_warning_and_training_resumes_from_t
         f"set aside as {latest}{BROKEN_SUFFIX}; resuming from the previous backup, if any"
     )
     assert recorder.begun == [2, 3, 4]
-    assert not os.path.exists(backup_dir), "removed when training completes"
+    assert sorted(os.listdir(backup_dir)) == [f"{backup_name(3)}{BROKEN_SUFFIX}", backup_name(4), backup_name(5)]
+
+
+def test_a_rerun_after_fit_ended_trains_no_epoch_and_keeps_the_weights(tmp_path):
+    """The last backup stays when fit returns (the loop deletes it once its outputs are written):
+    a run killed after fit and before them resumes with no epoch left to train."""
+    backup_dir = str(tmp_path / "backup")
+    trained = fit([EpochBackup(backup_dir)], epochs=3)
+    assert sorted(os.listdir(backup_dir)) == [backup_name(2), backup_name(3)]
+    recorder = StopAtEpoch()
+    rerun = fit([EpochBackup(backup_dir), recorder], epochs=3)
+    assert recorder.begun == []
+    for expected, found in zip(trained.get_weights(), rerun.get_weights()):
+        np.testing.assert_array_equal(found, expected)
 
 
 def test_a_resumed_run_continues_with_the_weights_of_the_backup(tmp_path):

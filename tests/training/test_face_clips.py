@@ -183,3 +183,44 @@ def test_fine_tuning_blocks_needs_cached_views(fer_dir, ck48_dir):
             fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights="w.h5", output_dir="out", fine_tune_blocks=2
         )
     assert str(raised.value) == "fine_tune_blocks=2 needs cached_views: the blocks below them run once, on cached views"
+
+
+def test_a_run_killed_after_training_and_before_its_report_writes_it_without_training_again(
+    tmp_path, fer_dir, ck48_dir, monkeypatch
+):
+    weights = str(tmp_path / "backbone.weights.h5")
+    build_backbone("compact", SIZE).save_weights(weights)
+    config = face_clips.FaceClipsConfig(
+        fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "out"),
+        backbone="compact", image_size=SIZE, epochs=2, batch_size=32, ck48_repeats=1, held_out_folds=[0],
+        max_per_class=5,
+    )
+
+    def killed(path, values):
+        raise KeyboardInterrupt(f"killed before writing {path}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(face_clips, "write_json_atomically", killed)
+        with pytest.raises(KeyboardInterrupt):
+            face_clips.train_face_clips(config, verbose=0)
+    assert not os.path.exists(os.path.join(config.output_dir, "report.json"))
+    assert sorted(os.listdir(os.path.join(config.output_dir, "backup"))) == [
+        "epoch-00001.weights.h5", "epoch-00002.weights.h5"
+    ]
+    history = os.path.join(config.output_dir, "history.csv")
+    with open(history) as file:
+        rows = file.read()
+    weights_file = os.path.join(config.output_dir, "model.float16.npz")
+    saved = dict(np.load(weights_file))
+
+    report = face_clips.train_face_clips(config, verbose=0)
+    with open(history) as file:
+        assert file.read() == rows, "no epoch trained again"
+    again = np.load(weights_file)
+    assert sorted(again.files) == sorted(saved)
+    for name in saved:
+        np.testing.assert_array_equal(again[name], saved[name])
+    assert [row["epoch"] for row in report["history"]] == ["0", "1"]
+    assert not os.path.exists(os.path.join(config.output_dir, "backup"))
+    with open(os.path.join(config.output_dir, "report.json")) as file:
+        assert json.load(file)["fer2013_validation"] == report["fer2013_validation"]
