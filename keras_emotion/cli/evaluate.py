@@ -25,6 +25,7 @@ from typing import Optional
 from absl import app, flags
 
 from keras_emotion.cli import define_alias
+from keras_emotion.models.fer_peer import FER_PEER
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 from keras_emotion.training.evaluation import (
     evaluate_images_dir,
@@ -61,7 +62,8 @@ flags.DEFINE_string(
     "output_dir",
     None,
     "Output folder; default <model>/evaluation_<split, or the --input folder's name>, and "
-    "./evaluation_<split or name> (in the current folder) for the shipped model.",
+    "./evaluation_<split or name> (in the current folder) for the shipped model, "
+    "./evaluation_fer_<split or name> for --model fer.",
 )
 flags.DEFINE_integer("batch_size", 8, "Clips (or images) per batch.")
 flags.DEFINE_string(
@@ -76,9 +78,12 @@ flags.DEFINE_bool(
 
 
 def default_output_dir(model_dir: str, split: str, images: Optional[str]) -> str:
-    """`<model_dir>/evaluation_<what>`, or `evaluation_<what>` in the current folder for the
-    shipped model; `<what>` is the split for --data, the name of the --input folder `images`."""
+    """`<model_dir>/evaluation_<what>`, or in the current folder `evaluation_<what>` for the
+    shipped model and `evaluation_fer_<what>` for FER_PEER; `<what>` is the split for --data,
+    the name of the --input folder `images`."""
     what = os.path.basename(os.path.normpath(images)) if images else split
+    if model_dir == FER_PEER:
+        return f"evaluation_{FER_PEER}_{what}"
     parent = "" if os.path.normpath(model_dir) == os.path.normpath(PRETRAINED_MODEL_DIR) else model_dir
     return os.path.join(parent, f"evaluation_{what}")
 

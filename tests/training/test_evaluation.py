@@ -350,6 +350,7 @@ def test_default_output_folders():
     assert default_output_dir("runs/trained", "val", "data/fer2013/test/") == os.path.join("runs/trained", "evaluation_test")
     assert default_output_dir(PRETRAINED_MODEL_DIR, "val", "data/fer2013/test") == "evaluation_test"
     assert default_output_dir(PRETRAINED_MODEL_DIR, "test", None) == "evaluation_test"
+    assert default_output_dir("fer", "val", "data/sfew2") == "evaluation_fer_sfew2"
 
 
 def test_images_held_out_by_pretraining_are_the_only_ones_evaluated(three_class_dir, image_folder):
