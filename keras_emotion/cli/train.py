@@ -28,7 +28,7 @@ from keras_emotion.models.config import BACKBONES, SPATIAL_AGGREGATIONS, TEMPORA
 from keras_emotion.models.info import AlignmentMismatchError
 from keras_emotion.training.callbacks import read_history
 from keras_emotion.training.config import MIXED_PRECISION_POLICIES, TRAIN_OPTIONS, TrainConfig, train_config
-from keras_emotion.training.run_folder import HISTORY_FILE
+from keras_emotion.training.run_folder import RunFolder
 from keras_emotion.training.task import train
 
 FLAGS = flags.FLAGS
@@ -104,7 +104,7 @@ def main(argv):
     except (OutputDirInUseError, DataIntegrityError, AlignmentMismatchError) as error:
         sys.exit(f"train: {error}")
     monitor = "val_accuracy" if config.val_data else "accuracy"
-    history = read_history(os.path.join(config.output_dir, HISTORY_FILE))  # every epoch, resumed runs' too
+    history = read_history(RunFolder(config.output_dir).history_csv)  # every epoch, resumed runs' too
     print(
         f"{model.name}: best {monitor} of this run {max(float(row[monitor]) for row in history):.4f}; "
         f"trained model in {os.path.join(config.output_dir, 'trained')}"

@@ -11,6 +11,8 @@ import pytest
 from keras_emotion.data.emotions import EMOTIONS
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training import face_clips
+from keras_emotion.training.callbacks import backup_name
+from keras_emotion.training.run_folder import RunFolder
 from keras_emotion.training.pretrain import is_held_out, list_matched_images
 from keras_emotion.models.saving import load_trained_model
 
@@ -195,6 +197,7 @@ def test_a_run_killed_after_training_and_before_its_report_writes_it_without_tra
         backbone="compact", image_size=SIZE, epochs=2, batch_size=32, ck48_repeats=1, held_out_folds=[0],
         max_per_class=5,
     )
+    run = RunFolder(config.output_dir)
 
     def killed(path, values):
         raise KeyboardInterrupt(f"killed before writing {path}")
@@ -204,23 +207,20 @@ def test_a_run_killed_after_training_and_before_its_report_writes_it_without_tra
         with pytest.raises(KeyboardInterrupt):
             face_clips.train_face_clips(config, verbose=0)
     assert not os.path.exists(os.path.join(config.output_dir, "report.json"))
-    assert sorted(os.listdir(os.path.join(config.output_dir, "backup"))) == [
-        "epoch-00001.weights.h5", "epoch-00002.weights.h5"
-    ]
-    history = os.path.join(config.output_dir, "history.csv")
-    with open(history) as file:
+    assert sorted(os.listdir(run.backup_dir)) == [backup_name(1), backup_name(2)]
+    with open(run.history_csv) as file:
         rows = file.read()
     weights_file = os.path.join(config.output_dir, "model.float16.npz")
     saved = dict(np.load(weights_file))
 
     report = face_clips.train_face_clips(config, verbose=0)
-    with open(history) as file:
+    with open(run.history_csv) as file:
         assert file.read() == rows, "no epoch trained again"
     again = np.load(weights_file)
     assert sorted(again.files) == sorted(saved)
     for name in saved:
         np.testing.assert_array_equal(again[name], saved[name])
     assert [row["epoch"] for row in report["history"]] == ["0", "1"]
-    assert not os.path.exists(os.path.join(config.output_dir, "backup"))
+    assert not os.path.exists(run.backup_dir)
     with open(os.path.join(config.output_dir, "report.json")) as file:
         assert json.load(file)["fer2013_validation"] == report["fer2013_validation"]
