@@ -51,6 +51,8 @@ flags.DEFINE_integer("fine_tune_blocks", FaceClipsConfig.fine_tune_blocks,
 flags.DEFINE_float("backbone_lr_multiplier", FaceClipsConfig.backbone_lr_multiplier,
                    "Those blocks' learning rate, times --learning_rate.")
 flags.DEFINE_enum("backbone_optimizer", FaceClipsConfig.backbone_optimizer, BACKBONE_OPTIMIZERS, "Those blocks' optimizer.")
+flags.DEFINE_float("ferplus_weight", FaceClipsConfig.ferplus_weight,
+                   "Blend of the FER+ vote distribution into the FER2013 targets (0..1), as in pre-training.")
 flags.DEFINE_bool("cross_validate", False, "Run once per CK+48 subject fold, holding it out; summarise.")
 flags.mark_flags_as_required(["backbone_weights", "output_dir"])
 

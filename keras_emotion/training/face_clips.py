@@ -25,7 +25,8 @@ whole backbone per frame, and the blocks below run once).
 The backbone is frozen (trainable False, so its BatchNorm layers also run in inference mode),
 but for its top `fine_tune_blocks`; SA and the frame scores W_sm (and those blocks, at
 `backbone_lr_multiplier` x the rate, with `backbone_optimizer`) are
-trained with AdamW (warm-up, cosine decay) on the clip cross-entropy. The paper's backbone
+trained with AdamW (warm-up, cosine decay) on the clip cross-entropy (against one-hot labels;
+with `ferplus_weight`, FER2013's blended with their FER+ votes). The paper's backbone
 learning rate (1e-5 against 0.1 for the head) barely moves a backbone either.
 
 CK+48 subjects are split into `folds` subject-wise folds (seeded); the folds in
@@ -79,10 +80,10 @@ from keras_emotion.training import feature_cache
 from keras_emotion.training.callbacks import read_history
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
-from keras_emotion.training.pretrain import augment, held_out_part, list_matched_images
+from keras_emotion.training.pretrain import augment, ferplus_targets, held_out_part, list_matched_images
 from keras_emotion.models.saving import save_float16_weights
 from keras_emotion.training.run_folder import RunFolder
-from keras_emotion.training.task import classification_loss, probabilities_model
+from keras_emotion.training.task import probabilities_model
 
 VIDEO_FRAMES = 16
 """Frames the shipped model samples from a video window (the paper's 16)."""
@@ -131,6 +132,9 @@ class FaceClipsConfig:
             the cached maps of the layer below them (needs `cached_views`); 0: all frozen.
         backbone_lr_multiplier, backbone_optimizer: those blocks' learning rate (x
             `learning_rate`) and optimizer (`optimizers.warmup_cosine_adamw`).
+        ferplus_weight: w; a FER2013 training image's target is (1 - w) x its one-hot label + w
+            x its FER+ vote distribution (`fer2013_dir/ferplus_labels.csv`), as in backbone
+            pre-training; the other corpora keep one-hot targets. 0: labels only.
     """
 
     fer2013_dir: str
@@ -161,6 +165,7 @@ class FaceClipsConfig:
     fine_tune_blocks: int = 0
     backbone_lr_multiplier: float = 1.0
     backbone_optimizer: str = "adamw"
+    ferplus_weight: float = 0.0
 
     def __post_init__(self):
         self.held_out_folds = tuple(sorted(set(self.held_out_folds)))
@@ -168,6 +173,8 @@ class FaceClipsConfig:
             raise ValueError(f"held_out_folds={self.held_out_folds}; folds are 0..{self.folds - 1}")
         if not 0 <= self.cached_views <= len(feature_cache.VIEWS):
             raise ValueError(f"cached_views={self.cached_views}; expected 0..{len(feature_cache.VIEWS)}")
+        if not 0 <= self.ferplus_weight <= 1:
+            raise ValueError(f"ferplus_weight={self.ferplus_weight}; expected 0 <= ferplus_weight <= 1")
         if self.fine_tune_blocks and not self.cached_views:
             raise ValueError(
                 f"fine_tune_blocks={self.fine_tune_blocks} needs cached_views: the blocks below them run once, on cached views"
@@ -200,15 +207,24 @@ class FaceClips:
         starts: int32 (N,) index of each clip's first frame in `frames`.
         lengths: int32 (N,) frames of each clip.
         labels: int32 (N,) class indices into EMOTIONS.
+        targets: float32 (N, E) training targets (rows sum to 1, e.g. FER+ votes blended in),
+            or None for the one-hot labels.
     """
 
     frames: np.ndarray
     starts: np.ndarray
     lengths: np.ndarray
     labels: np.ndarray
+    targets: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def one_hot_or_targets(self) -> np.ndarray:
+        """float32 (N, E): `targets`, or the one-hot labels when there are none."""
+        if self.targets is not None:
+            return self.targets
+        return np.eye(len(EMOTIONS), dtype=np.float32)[self.labels]
 
     def subset(self, clip_indices) -> "FaceClips":
         """The clips at `clip_indices`, their frames copied into a new array."""
@@ -218,16 +234,24 @@ class FaceClips:
             [np.arange(start, start + length) for start, length in zip(self.starts[clip_indices], lengths)]
         ) if len(clip_indices) else np.zeros(0, np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
-        return FaceClips(self.frames[frame_indices], starts, lengths, self.labels[clip_indices])
+        targets = None if self.targets is None else self.targets[clip_indices]
+        return FaceClips(self.frames[frame_indices], starts, lengths, self.labels[clip_indices], targets)
 
 
 def fer2013_clips(
-    split_dir: str, image_size: int, max_per_class: Optional[int] = None, held_out_fraction: Optional[float] = None
+    split_dir: str,
+    image_size: int,
+    max_per_class: Optional[int] = None,
+    held_out_fraction: Optional[float] = None,
+    ferplus_weight: float = 0.0,
 ) -> tuple:
     """The images of a FER2013-layout split (a folder of class folders) as 1-frame clips.
 
     Args:
         held_out_fraction: if set, leave out the images `pretrain.held_out_part` holds out.
+        ferplus_weight: w > 0: the clips' targets are (1 - w) x one-hot + w x each image's FER+
+            vote distribution (`pretrain.ferplus_targets`, from the `ferplus_labels.csv` of the
+            folder above `split_dir`, FER2013's layout).
 
     Returns:
         (clips, skipped): FaceClips with labels in EMOTIONS order, and the class folders that
@@ -236,8 +260,12 @@ def fer2013_clips(
     paths, labels, skipped = list_matched_images(split_dir, EMOTIONS, max_per_class)
     if held_out_fraction is not None:
         paths, labels = held_out_part(paths, labels, held_out_fraction, held_out=False)
+    targets = None
+    if ferplus_weight > 0:
+        targets = ferplus_targets(os.path.dirname(os.path.normpath(split_dir)), paths, labels, EMOTIONS, ferplus_weight)
     starts = np.arange(len(paths), dtype=np.int32)
-    return FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels), skipped
+    clips = FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels, targets)
+    return clips, skipped
 
 
 def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:
@@ -261,12 +289,16 @@ def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:
 
 
 def concatenate(first: FaceClips, second: FaceClips) -> FaceClips:
-    """The clips of `first`, then those of `second`."""
+    """The clips of `first`, then those of `second` (with targets if either has them)."""
+    targets = None
+    if first.targets is not None or second.targets is not None:
+        targets = np.concatenate([first.one_hot_or_targets(), second.one_hot_or_targets()])
     return FaceClips(
         np.concatenate([first.frames, second.frames]),
         np.concatenate([first.starts, second.starts + len(first.frames)]).astype(np.int32),
         np.concatenate([first.lengths, second.lengths]),
         np.concatenate([first.labels, second.labels]),
+        targets,
     )
 
 
@@ -284,8 +316,11 @@ def _gather_clips(frames, starts, num_frames: int, clip_indices, views=None):
     return tf.cast(tf.gather(frames, frame_indices), tf.float32)
 
 
-def clip_dataset(clips: FaceClips, batch_size: int, seed: Optional[int] = None, augmentation=None, repeats=None):
-    """Batches ({"frames": (B, F, S, S, 3) float32 0..255, "frame_mask": (B, F)}, labels (B,)).
+def clip_dataset(
+    clips: FaceClips, batch_size: int, seed: Optional[int] = None, augmentation=None, repeats=None, dense_targets=False
+):
+    """Batches ({"frames": (B, F, S, S, 3) float32 0..255, "frame_mask": (B, F)}, labels (B,)),
+    or with `dense_targets` float32 targets (B, E) instead of the labels (`FaceClips.one_hot_or_targets`).
 
     Every batch holds clips of one length F, so a 1-frame FER2013 clip costs one backbone
     pass, not three.
@@ -299,7 +334,8 @@ def clip_dataset(clips: FaceClips, batch_size: int, seed: Optional[int] = None, 
     """
     if seed is not None and clips.frames.ndim == 4 and augmentation is None:
         raise ValueError("clip_dataset: training on images needs the augmentation settings")
-    frames, starts, labels = tf.constant(clips.frames), tf.constant(clips.starts), tf.constant(clips.labels)
+    frames, starts = tf.constant(clips.frames), tf.constant(clips.starts)
+    labels = tf.constant(clips.one_hot_or_targets() if dense_targets else clips.labels)
     repeats = np.ones(len(clips), np.int64) if repeats is None else np.asarray(repeats)
     by_length, weights = [], []
     for num_frames in np.unique(clips.lengths):
@@ -391,7 +427,8 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
 def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> dict:
     """`train_face_clips` once `run`, its output folder, is locked."""
     fer_train, fer_skipped = fer2013_clips(
-        os.path.join(config.fer2013_dir, "train"), config.image_size, config.max_per_class
+        os.path.join(config.fer2013_dir, "train"), config.image_size, config.max_per_class,
+        ferplus_weight=config.ferplus_weight,
     )
     fer_val, _ = fer2013_clips(os.path.join(config.fer2013_dir, "validation"), config.image_size, config.max_per_class)
     extra_sizes = {}
@@ -436,14 +473,14 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
             backbone_lr_multiplier=config.backbone_lr_multiplier,
             backbone_optimizer=config.backbone_optimizer,
         ),
-        loss=classification_loss(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     trainable.fit(
-        clip_dataset(train_clips, config.batch_size, config.seed, config, repeats),
+        clip_dataset(train_clips, config.batch_size, config.seed, config, repeats, dense_targets=True),
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
-        validation_data=clip_dataset(fer_val_maps, 256),
+        validation_data=clip_dataset(fer_val_maps, 256, dense_targets=True),
         shuffle=False,  # clip_dataset shuffles
         callbacks=run.callbacks("val_accuracy"),
         verbose=verbose,

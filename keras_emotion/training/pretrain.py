@@ -303,14 +303,18 @@ def load_split(
     return ImageSplit(decode_images(paths, image_size), labels, class_names, paths)
 
 
-def ferplus_targets(data_dir: str, split: ImageSplit, weight: float) -> np.ndarray:
+def ferplus_targets(
+    data_dir: str, paths: Sequence[str], labels: np.ndarray, class_names: Sequence[str], weight: float
+) -> np.ndarray:
     """Training targets of FER2013 images blending their label with their FER+ votes.
 
     Args:
         data_dir: the FER2013 folder holding `ferplus_labels.csv` (columns `file`, relative
             to `data_dir`, and `votes_<class>`; FER+ votes for classes without an emotion,
             such as contempt, unknown or NF, are ignored).
-        split: images of `data_dir`, paths under it.
+        paths: n image files under `data_dir`.
+        labels: int (n,) their labels, indices into `class_names`.
+        class_names: E class names.
         weight: w in (1 - w) x one-hot + w x vote distribution.
 
     Returns:
@@ -327,15 +331,15 @@ def ferplus_targets(data_dir: str, split: ImageSplit, weight: float) -> np.ndarr
         rows = list(csv.DictReader(file))
     columns = {canonical_emotion(name[len(FERPLUS_VOTE_PREFIX):]): name for name in (rows[0] if rows else {})
                if name.startswith(FERPLUS_VOTE_PREFIX)}
-    missing = [name for name in split.class_names if canonical_emotion(name) not in columns]
+    missing = [name for name in class_names if canonical_emotion(name) not in columns]
     if "file" not in (rows[0] if rows else {}) or missing:
-        raise InputError(csv_path, f"expected a 'file' column and vote columns for the classes {missing or split.class_names}")
-    class_columns = [columns[canonical_emotion(name)] for name in split.class_names]
+        raise InputError(csv_path, f"expected a 'file' column and vote columns for the classes {missing or list(class_names)}")
+    class_columns = [columns[canonical_emotion(name)] for name in class_names]
     votes_of_file = {row["file"]: [float(row[column]) for column in class_columns] for row in rows}
-    one_hot = np.eye(len(split.class_names), dtype=np.float32)[split.labels]
+    one_hot = np.eye(len(class_names), dtype=np.float32)[labels]
     votes = np.array(
         [votes_of_file.get(os.path.relpath(path, data_dir).replace(os.sep, "/"), [0.0] * len(class_columns))
-         for path in split.paths],
+         for path in paths],
         np.float32,
     )
     totals = votes.sum(axis=1, keepdims=True)
@@ -561,7 +565,9 @@ def _pretrain_in_locked_dir(config: PretrainConfig, run: RunFolder, callbacks, v
         os.path.join(config.data_dir, TRAIN_SPLIT), config.image_size, max_per_class=config.max_per_class
     )
     if config.ferplus_weight > 0:
-        train_split.targets = ferplus_targets(config.data_dir, train_split, config.ferplus_weight)
+        train_split.targets = ferplus_targets(
+            config.data_dir, train_split.paths, train_split.labels, train_split.class_names, config.ferplus_weight
+        )
     val_split = load_split(
         os.path.join(config.data_dir, VALIDATION_SPLIT),
         config.image_size,

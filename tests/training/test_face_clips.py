@@ -1,6 +1,7 @@
 """Tests of keras_emotion.training.face_clips: FER2013 images and CK+48 sequences as clips,
 and a short training run of the shipped model's recipe."""
 
+import csv
 import json
 import os
 
@@ -68,6 +69,49 @@ def test_every_batch_holds_clips_of_one_length_and_their_frames(fer_dir, ck48):
         assert matches, index
 
 
+FERPLUS_VOTE_COLUMNS = {  # EMOTIONS order
+    "angry": "votes_anger", "disgust": "votes_disgust", "fear": "votes_fear", "happy": "votes_happiness",
+    "sad": "votes_sadness", "surprise": "votes_surprise", "neutral": "votes_neutral",
+}
+
+
+def test_fer2013_clips_carry_ferplus_targets_into_training_batches(fer_dir, ck48):
+    """FER2013 training clips' targets blend the label with the image's FER+ votes; they survive
+    subset and concatenate (CK+48 clips keep one-hot targets) and are what dense batches give."""
+    fer, _ = face_clips.fer2013_clips(os.path.join(fer_dir, "train"), SIZE, max_per_class=4, ferplus_weight=0.3)
+    paths, labels, _ = list_matched_images(os.path.join(fer_dir, "train"), EMOTIONS, 4)
+    with open(os.path.join(fer_dir, "ferplus_labels.csv"), newline="") as file:
+        rows = {row["file"]: row for row in csv.DictReader(file)}
+    expected = []
+    for path, label in zip(paths, labels):
+        row = rows[os.path.relpath(path, fer_dir)]
+        votes = np.array([float(row[FERPLUS_VOTE_COLUMNS[name]]) for name in EMOTIONS])
+        expected.append(0.7 * np.eye(7)[label] + 0.3 * votes / votes.sum())
+    np.testing.assert_allclose(fer.targets, np.array(expected), atol=1e-6)
+    assert np.array_equal(fer.labels, labels) and np.any(fer.targets.max(axis=1) < 0.75)
+
+    both = face_clips.concatenate(fer.subset([3, 0, 5]), ck48[0].subset(range(4)))
+    np.testing.assert_allclose(both.targets[:3], np.array(expected)[[3, 0, 5]], atol=1e-6)
+    np.testing.assert_array_equal(both.targets[3:], np.eye(7)[ck48[0].labels[:4]])
+    seen = []
+    for inputs, targets in face_clips.clip_dataset(both, batch_size=2, dense_targets=True):
+        seen += list(zip(targets.numpy(), inputs["frames"].numpy()))
+    assert len(seen) == len(both)
+    for index in range(len(both)):
+        start, length = both.starts[index], both.lengths[index]
+        frames = both.frames[start:start + length].astype(np.float32)
+        assert any(np.allclose(target, both.targets[index]) and np.array_equal(batch_frames, frames)
+                   for target, batch_frames in seen), index
+
+
+def test_ferplus_weight_must_be_a_blend(fer_dir, ck48_dir):
+    with pytest.raises(ValueError) as raised:
+        face_clips.FaceClipsConfig(
+            fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights="w.h5", output_dir="out", ferplus_weight=1.5
+        )
+    assert str(raised.value) == "ferplus_weight=1.5; expected 0 <= ferplus_weight <= 1"
+
+
 def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fer_dir, ck48_dir):
     weights = str(tmp_path / "backbone.weights.h5")
     backbone = build_backbone("compact", SIZE)
@@ -127,9 +171,10 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
 
 
 def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_path, fer_dir, ck48_dir):
-    """The head trains on dlib ResNet maps of 2 views (FER2013, CK+48 and the SFEW part that
-    pre-training does not hold out); the model written is the image model, and its accuracy on
-    the validation images is the one measured on their maps while training."""
+    """The head trains on dlib ResNet maps of 2 views (FER2013 with FER+ votes blended into its
+    targets, CK+48 and the SFEW part that pre-training does not hold out); the model written is
+    the image model, and its accuracy on the validation images is the one measured on their maps
+    while training."""
     sfew_dir = os.path.join(os.path.dirname(fer_dir), "sfew2")
     weights = str(tmp_path / "backbone.weights.h5")
     build_backbone("dlib_resnet", 64).save_weights(weights)
@@ -137,7 +182,7 @@ def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_
         fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "out"),
         backbone="dlib_resnet", image_size=64, epochs=15, learning_rate=1e-2, batch_size=32, ck48_repeats=1,
         held_out_folds=[0],
-        max_per_class=40, cached_views=2, extra_image_dirs=(sfew_dir,),
+        max_per_class=40, cached_views=2, extra_image_dirs=(sfew_dir,), ferplus_weight=0.3,
     )
     report = face_clips.train_face_clips(config, verbose=0)
     sfew_paths, _, _ = list_matched_images(sfew_dir, EMOTIONS, 40)

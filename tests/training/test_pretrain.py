@@ -240,7 +240,7 @@ FERPLUS_COLUMNS = {"angry": "votes_anger", "happy": "votes_happiness", "surprise
 
 def test_ferplus_targets_blend_the_label_with_the_vote_distribution(fer_dir):
     split = pretrain_lib.load_split(str(fer_dir / "train"), 16, SUBSET_CLASSES, max_per_class=20)
-    targets = pretrain_lib.ferplus_targets(str(fer_dir), split, weight=0.3)
+    targets = pretrain_lib.ferplus_targets(str(fer_dir), split.paths, split.labels, split.class_names, weight=0.3)
     with open(fer_dir / "ferplus_labels.csv", newline="") as file:
         rows = {row["file"]: row for row in csv.DictReader(file)}
     expected = []
@@ -257,7 +257,7 @@ def test_ferplus_targets_blend_the_label_with_the_vote_distribution(fer_dir):
 def test_ferplus_targets_name_a_missing_labels_file(fer_subset):
     split = pretrain_lib.load_split(str(fer_subset / "train"), 16, SUBSET_CLASSES, max_per_class=2)
     with pytest.raises(InputError, match=re.escape(f"{fer_subset / 'ferplus_labels.csv'}: FER+ labels file is missing")):
-        pretrain_lib.ferplus_targets(str(fer_subset), split, weight=0.5)
+        pretrain_lib.ferplus_targets(str(fer_subset), split.paths, split.labels, split.class_names, weight=0.5)
 
 
 def test_extra_corpus_is_split_by_file_name(shared_dir):
