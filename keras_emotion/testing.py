@@ -1,8 +1,9 @@
 """Helpers of the tests and benchmarks (not used by the library itself): clip shards written
-directly, and CK+48 sequences as clips without face alignment."""
+directly, CK+48 sequences as clips without face alignment, and a reference of FER+ targets."""
 
 from __future__ import annotations
 
+import csv
 import os
 from typing import Optional, Sequence
 
@@ -89,3 +90,25 @@ def ck48_raw_clips(
             )
         )
     return clips
+
+
+FERPLUS_VOTE_COLUMNS = {
+    "angry": "votes_anger", "disgust": "votes_disgust", "fear": "votes_fear", "happy": "votes_happiness",
+    "sad": "votes_sadness", "surprise": "votes_surprise", "neutral": "votes_neutral",
+}
+"""The `ferplus_labels.csv` vote column of each emotion (FER+ names its classes differently)."""
+
+
+def ferplus_reference_targets(fer_dir: str, paths, labels, class_names, weight: float) -> np.ndarray:
+    """(1 - weight) x one-hot + weight x FER+ vote distribution of each image, read from
+    `fer_dir/ferplus_labels.csv` row by row: float64 (n, E), a plain reference for the tests.
+    An image without votes for `class_names` keeps its one-hot label."""
+    with open(os.path.join(fer_dir, "ferplus_labels.csv"), newline="") as file:
+        rows = {row["file"]: row for row in csv.DictReader(file)}
+    expected = []
+    for path, label in zip(paths, labels):
+        row = rows[os.path.relpath(path, fer_dir)]
+        votes = np.array([float(row[FERPLUS_VOTE_COLUMNS[name]]) for name in class_names])
+        one_hot = np.eye(len(class_names))[label]
+        expected.append((1 - weight) * one_hot + weight * (votes / votes.sum() if votes.sum() else one_hot))
+    return np.array(expected)

@@ -1,7 +1,6 @@
 """Tests of keras_emotion.training.face_clips: FER2013 images and CK+48 sequences as clips,
 and a short training run of the shipped model's recipe."""
 
-import csv
 import json
 import os
 
@@ -14,6 +13,7 @@ from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training import face_clips
 from keras_emotion.training.callbacks import backup_name
 from keras_emotion.training.run_folder import RunFolder
+from keras_emotion.testing import ferplus_reference_targets
 from keras_emotion.training.pretrain import is_held_out, list_matched_images
 from keras_emotion.models.saving import load_trained_model
 
@@ -69,29 +69,17 @@ def test_every_batch_holds_clips_of_one_length_and_their_frames(fer_dir, ck48):
         assert matches, index
 
 
-FERPLUS_VOTE_COLUMNS = {  # EMOTIONS order
-    "angry": "votes_anger", "disgust": "votes_disgust", "fear": "votes_fear", "happy": "votes_happiness",
-    "sad": "votes_sadness", "surprise": "votes_surprise", "neutral": "votes_neutral",
-}
-
-
 def test_fer2013_clips_carry_ferplus_targets_into_training_batches(fer_dir, ck48):
     """FER2013 training clips' targets blend the label with the image's FER+ votes; they survive
     subset and concatenate (CK+48 clips keep one-hot targets) and are what dense batches give."""
     fer, _ = face_clips.fer2013_clips(os.path.join(fer_dir, "train"), SIZE, max_per_class=4, ferplus_weight=0.3)
     paths, labels, _ = list_matched_images(os.path.join(fer_dir, "train"), EMOTIONS, 4)
-    with open(os.path.join(fer_dir, "ferplus_labels.csv"), newline="") as file:
-        rows = {row["file"]: row for row in csv.DictReader(file)}
-    expected = []
-    for path, label in zip(paths, labels):
-        row = rows[os.path.relpath(path, fer_dir)]
-        votes = np.array([float(row[FERPLUS_VOTE_COLUMNS[name]]) for name in EMOTIONS])
-        expected.append(0.7 * np.eye(7)[label] + 0.3 * votes / votes.sum())
-    np.testing.assert_allclose(fer.targets, np.array(expected), atol=1e-6)
+    expected = ferplus_reference_targets(fer_dir, paths, labels, EMOTIONS, weight=0.3)
+    np.testing.assert_allclose(fer.targets, expected, atol=1e-6)
     assert np.array_equal(fer.labels, labels) and np.any(fer.targets.max(axis=1) < 0.75)
 
     both = face_clips.concatenate(fer.subset([3, 0, 5]), ck48[0].subset(range(4)))
-    np.testing.assert_allclose(both.targets[:3], np.array(expected)[[3, 0, 5]], atol=1e-6)
+    np.testing.assert_allclose(both.targets[:3], expected[[3, 0, 5]], atol=1e-6)
     np.testing.assert_array_equal(both.targets[3:], np.eye(7)[ck48[0].labels[:4]])
     seen = []
     for inputs, targets in face_clips.clip_dataset(both, batch_size=2, dense_targets=True):

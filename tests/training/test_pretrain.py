@@ -1,6 +1,5 @@
 """Tests of keras_emotion.training.pretrain on real FER2013 faces (small subsets)."""
 
-import csv
 import dataclasses
 import json
 import os
@@ -15,6 +14,7 @@ from keras_emotion.data.model_input import decode_images
 from keras_emotion.data.video import InputError
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.backbones import BACKBONE_NAME, build_backbone
+from keras_emotion.testing import ferplus_reference_targets
 from keras_emotion.training import pretrain as pretrain_lib
 from keras_emotion.training.run_folder import BACKUP_DIR, HISTORY_FILE
 
@@ -235,21 +235,11 @@ def test_undecodable_image_is_named(fer_dir, tmp_path):
 
 # FER+ votes, extra corpora with held-out parts, flip-averaged scores.
 
-FERPLUS_COLUMNS = {"angry": "votes_anger", "happy": "votes_happiness", "surprise": "votes_surprise"}
-
-
 def test_ferplus_targets_blend_the_label_with_the_vote_distribution(fer_dir):
     split = pretrain_lib.load_split(str(fer_dir / "train"), 16, SUBSET_CLASSES, max_per_class=20)
     targets = pretrain_lib.ferplus_targets(str(fer_dir), split.paths, split.labels, split.class_names, weight=0.3)
-    with open(fer_dir / "ferplus_labels.csv", newline="") as file:
-        rows = {row["file"]: row for row in csv.DictReader(file)}
-    expected = []
-    for path, label in zip(split.paths, split.labels):
-        row = rows[os.path.relpath(path, fer_dir)]
-        votes = np.array([float(row[FERPLUS_COLUMNS[name]]) for name in SUBSET_CLASSES])
-        one_hot = np.eye(3)[label]
-        expected.append(0.7 * one_hot + 0.3 * (votes / votes.sum() if votes.sum() else one_hot))
-    np.testing.assert_allclose(targets, np.array(expected), atol=1e-6)
+    expected = ferplus_reference_targets(str(fer_dir), split.paths, split.labels, SUBSET_CLASSES, weight=0.3)
+    np.testing.assert_allclose(targets, expected, atol=1e-6)
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
     assert np.any(targets.max(axis=1) < 1.0)  # some images have votes for other classes
 
