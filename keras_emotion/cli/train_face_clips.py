@@ -53,6 +53,10 @@ flags.DEFINE_float("backbone_lr_multiplier", FaceClipsConfig.backbone_lr_multipl
 flags.DEFINE_enum("backbone_optimizer", FaceClipsConfig.backbone_optimizer, BACKBONE_OPTIMIZERS, "Those blocks' optimizer.")
 flags.DEFINE_float("ferplus_weight", FaceClipsConfig.ferplus_weight,
                    "Blend of the FER+ vote distribution into the FER2013 targets (0..1), as in pre-training.")
+flags.DEFINE_list("teacher_evaluations", [], "evaluation.json files of teacher models on training images (distillation).")
+flags.DEFINE_float("teacher_weight", FaceClipsConfig.teacher_weight,
+                   "Blend of the teachers' mean probabilities into those images' targets (0..1).")
+flags.DEFINE_float("mixup_alpha", FaceClipsConfig.mixup_alpha, "Mixup of training batches, Beta(alpha, alpha); 0: none.")
 flags.DEFINE_bool("cross_validate", False, "Run once per CK+48 subject fold, holding it out; summarise.")
 flags.mark_flags_as_required(["backbone_weights", "output_dir"])
 

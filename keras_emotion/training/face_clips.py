@@ -26,7 +26,8 @@ The backbone is frozen (trainable False, so its BatchNorm layers also run in inf
 but for its top `fine_tune_blocks`; SA and the frame scores W_sm (and those blocks, at
 `backbone_lr_multiplier` x the rate, with `backbone_optimizer`) are
 trained with AdamW (warm-up, cosine decay) on the clip cross-entropy (against one-hot labels;
-with `ferplus_weight`, FER2013's blended with their FER+ votes). The paper's backbone
+with `ferplus_weight`, FER2013's blended with their FER+ votes; with `teacher_weight`, images
+blended with other models' predictions: distillation). The paper's backbone
 learning rate (1e-5 against 0.1 for the head) barely moves a backbone either.
 
 CK+48 subjects are split into `folds` subject-wise folds (seeded); the folds in
@@ -63,6 +64,7 @@ import tensorflow as tf
 
 from keras_emotion.data.datasets import list_ck48, split_by_subject
 from keras_emotion.data.emotions import EMOTIONS, match_class_names
+from keras_emotion.data.video import InputError
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.model_input import decode_images
 from keras_emotion.files import read_json, write_json_atomically
@@ -78,6 +80,7 @@ from keras_emotion.models.builder import (
 from keras_emotion.models.info import ModelInfo, Preprocessing
 from keras_emotion.training import feature_cache
 from keras_emotion.training.callbacks import read_history
+from keras_emotion.training.evaluation import load_evaluation
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
 from keras_emotion.training.pretrain import augment, ferplus_targets, held_out_part, list_matched_images
@@ -135,6 +138,13 @@ class FaceClipsConfig:
         ferplus_weight: w; a FER2013 training image's target is (1 - w) x its one-hot label + w
             x its FER+ vote distribution (`fer2013_dir/ferplus_labels.csv`), as in backbone
             pre-training; the other corpora keep one-hot targets. 0: labels only.
+        teacher_evaluations: evaluation.json files of other models (teachers) on training
+            images (`scripts/evaluate.py --input <image folder>`, e.g. FER2013 train).
+        teacher_weight: t; a training image's target (after `ferplus_weight`) becomes (1 - t) x
+            itself + t x the mean of the teachers' probabilities for it (knowledge distillation
+            from their ensemble); images no teacher evaluated keep their targets.
+        mixup_alpha: alpha > 0: training batches mixed (`mix_clips`, on images or cached maps:
+            manifold mixup below the blocks that train); 0: none.
     """
 
     fer2013_dir: str
@@ -166,6 +176,9 @@ class FaceClipsConfig:
     backbone_lr_multiplier: float = 1.0
     backbone_optimizer: str = "adamw"
     ferplus_weight: float = 0.0
+    teacher_evaluations: tuple = ()
+    teacher_weight: float = 0.0
+    mixup_alpha: float = 0.0
 
     def __post_init__(self):
         self.held_out_folds = tuple(sorted(set(self.held_out_folds)))
@@ -175,6 +188,12 @@ class FaceClipsConfig:
             raise ValueError(f"cached_views={self.cached_views}; expected 0..{len(feature_cache.VIEWS)}")
         if not 0 <= self.ferplus_weight <= 1:
             raise ValueError(f"ferplus_weight={self.ferplus_weight}; expected 0 <= ferplus_weight <= 1")
+        if not 0 <= self.teacher_weight <= 1:
+            raise ValueError(f"teacher_weight={self.teacher_weight}; expected 0 <= teacher_weight <= 1")
+        if self.mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha={self.mixup_alpha}; expected >= 0 (0: no mixup)")
+        if self.teacher_weight > 0 and not self.teacher_evaluations:
+            raise ValueError(f"teacher_weight={self.teacher_weight} needs teacher_evaluations")
         if self.fine_tune_blocks and not self.cached_views:
             raise ValueError(
                 f"fine_tune_blocks={self.fine_tune_blocks} needs cached_views: the blocks below them run once, on cached views"
@@ -238,12 +257,50 @@ class FaceClips:
         return FaceClips(self.frames[frame_indices], starts, lengths, self.labels[clip_indices], targets)
 
 
+def teacher_probabilities(evaluation_files: Sequence[str]) -> dict:
+    """The mean of several models' predictions for each image they evaluated.
+
+    Args:
+        evaluation_files: evaluation.json files of `evaluation.evaluate_images` (any class
+            order; the classes must be EMOTIONS').
+
+    Returns:
+        {real path of an image: float32 (E,) the mean probabilities, in EMOTIONS order, of the
+        files that evaluated it}.
+
+    Raises:
+        InputError: naming a file that cannot be read, is not an evaluation of an image folder,
+            names a folder that is not there, or whose classes are not EMOTIONS'.
+    """
+    totals, counts = {}, {}
+    for evaluation_file in evaluation_files:
+        try:
+            report = load_evaluation(evaluation_file)
+        except (OSError, ValueError) as error:
+            raise InputError(evaluation_file, f"cannot read a teacher's evaluation: {error}") from None
+        if "images" not in report:
+            raise InputError(evaluation_file, "not an evaluation of an image folder (scripts/evaluate.py --input <folder>)")
+        if not os.path.isdir(report["images"]):
+            raise InputError(evaluation_file, f"its image folder {report['images']!r} is not a folder here (relative paths "
+                             "are to the folder evaluate.py ran in: run this from there)")
+        if sorted(report["class_names"]) != sorted(EMOTIONS):
+            raise InputError(evaluation_file, f"classes {report['class_names']}; expected those of {list(EMOTIONS)}")
+        order = [report["class_names"].index(name) for name in EMOTIONS]
+        for clip in report["clips"]:
+            path = os.path.realpath(os.path.join(report["images"], clip["clip_id"]))
+            totals[path] = totals.get(path, 0.0) + np.asarray(clip["probabilities"], np.float32)[order]
+            counts[path] = counts.get(path, 0) + 1
+    return {path: totals[path] / counts[path] for path in totals}
+
+
 def fer2013_clips(
     split_dir: str,
     image_size: int,
     max_per_class: Optional[int] = None,
     held_out_fraction: Optional[float] = None,
     ferplus_weight: float = 0.0,
+    teacher: Optional[dict] = None,
+    teacher_weight: float = 0.0,
 ) -> tuple:
     """The images of a FER2013-layout split (a folder of class folders) as 1-frame clips.
 
@@ -252,6 +309,8 @@ def fer2013_clips(
         ferplus_weight: w > 0: the clips' targets are (1 - w) x one-hot + w x each image's FER+
             vote distribution (`pretrain.ferplus_targets`, from the `ferplus_labels.csv` of the
             folder above `split_dir`, FER2013's layout).
+        teacher, teacher_weight: t > 0: each image in `teacher` (`teacher_probabilities`) gets
+            the target (1 - t) x its target + t x the teacher's probabilities.
 
     Returns:
         (clips, skipped): FaceClips with labels in EMOTIONS order, and the class folders that
@@ -263,6 +322,12 @@ def fer2013_clips(
     targets = None
     if ferplus_weight > 0:
         targets = ferplus_targets(os.path.dirname(os.path.normpath(split_dir)), paths, labels, EMOTIONS, ferplus_weight)
+    if teacher_weight > 0:
+        targets = np.eye(len(EMOTIONS), dtype=np.float32)[labels] if targets is None else targets
+        for index, path in enumerate(paths):
+            taught = teacher.get(os.path.realpath(path))
+            if taught is not None:
+                targets[index] = (1 - teacher_weight) * targets[index] + teacher_weight * taught
     starts = np.arange(len(paths), dtype=np.int32)
     clips = FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels, targets)
     return clips, skipped
@@ -316,8 +381,38 @@ def _gather_clips(frames, starts, num_frames: int, clip_indices, views=None):
     return tf.cast(tf.gather(frames, frame_indices), tf.float32)
 
 
+def mix_clips(frames, targets, alpha: float, seed):
+    """Mixup (Zhang et al. 2018) within a batch: clip i becomes lambda_i x clip i + (1 - lambda_i) x
+    clip B-1-i, frames and targets alike, lambda_i ~ Beta(alpha, alpha).
+
+    Args:
+        frames: float32 (B, F, ...) clips of one length (images or backbone maps).
+        targets: float32 (B, E).
+        alpha: the Beta distribution's parameter (> 0).
+        seed: int (2,) stateless seed.
+
+    Returns:
+        (frames, targets) of the same shapes.
+    """
+    first_seed, second_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(frames)[:1]
+    first = tf.random.stateless_gamma(shape, first_seed, alpha)
+    second = tf.random.stateless_gamma(shape, second_seed, alpha)
+    mix = first / (first + second)
+    frame_mix = tf.reshape(mix, tf.concat([shape, tf.ones([tf.rank(frames) - 1], tf.int32)], 0))
+    frames = frame_mix * frames + (1 - frame_mix) * tf.reverse(frames, [0])
+    targets = mix[:, tf.newaxis] * targets + (1 - mix[:, tf.newaxis]) * tf.reverse(targets, [0])
+    return frames, targets
+
+
 def clip_dataset(
-    clips: FaceClips, batch_size: int, seed: Optional[int] = None, augmentation=None, repeats=None, dense_targets=False
+    clips: FaceClips,
+    batch_size: int,
+    seed: Optional[int] = None,
+    augmentation=None,
+    repeats=None,
+    dense_targets=False,
+    mixup_alpha: float = 0.0,
 ):
     """Batches ({"frames": (B, F, S, S, 3) float32 0..255, "frame_mask": (B, F)}, labels (B,)),
     or with `dense_targets` float32 targets (B, E) instead of the labels (`FaceClips.one_hot_or_targets`).
@@ -331,9 +426,12 @@ def clip_dataset(
     Clips of backbone maps (`FaceClips.frames` (n, V, h, w, D)) give "frames" (B, F, h, w, D):
     training draws a view per clip instead of augmenting (no `augmentation` needed);
     evaluation takes view 0.
+    `mixup_alpha` > 0 (training, dense targets): each batch is then mixed (`mix_clips`).
     """
     if seed is not None and clips.frames.ndim == 4 and augmentation is None:
         raise ValueError("clip_dataset: training on images needs the augmentation settings")
+    if mixup_alpha and not (dense_targets and seed is not None):
+        raise ValueError("clip_dataset: mixup needs training (a seed) and dense targets")
     frames, starts = tf.constant(clips.frames), tf.constant(clips.starts)
     labels = tf.constant(clips.one_hot_or_targets() if dense_targets else clips.labels)
     repeats = np.ones(len(clips), np.int64) if repeats is None else np.asarray(repeats)
@@ -352,8 +450,11 @@ def clip_dataset(
                 shape = tf.shape(clip_frames)
                 flat = tf.reshape(clip_frames, tf.concat([[-1], shape[2:]], 0))
                 clip_frames = tf.reshape(augment(flat, step_seed, augmentation), shape)
+            clip_labels = tf.gather(labels, batch)
+            if mixup_alpha:
+                clip_frames, clip_labels = mix_clips(clip_frames, clip_labels, mixup_alpha, step_seed)
             mask = tf.ones(tf.shape(clip_frames)[:2], tf.float32)
-            return {"frames": clip_frames, "frame_mask": mask}, tf.gather(labels, batch)
+            return {"frames": clip_frames, "frame_mask": mask}, clip_labels
 
         if seed is None:
             by_length.append(indices.batch(batch_size).map(inputs_and_labels))
@@ -426,14 +527,18 @@ def train_face_clips(config: FaceClipsConfig, verbose="auto") -> dict:
 
 def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> dict:
     """`train_face_clips` once `run`, its output folder, is locked."""
+    teacher = teacher_probabilities(config.teacher_evaluations)
     fer_train, fer_skipped = fer2013_clips(
         os.path.join(config.fer2013_dir, "train"), config.image_size, config.max_per_class,
-        ferplus_weight=config.ferplus_weight,
+        ferplus_weight=config.ferplus_weight, teacher=teacher, teacher_weight=config.teacher_weight,
     )
     fer_val, _ = fer2013_clips(os.path.join(config.fer2013_dir, "validation"), config.image_size, config.max_per_class)
     extra_sizes = {}
     for folder in config.extra_image_dirs:
-        extra, _ = fer2013_clips(folder, config.image_size, config.max_per_class, config.holdout_fraction)
+        extra, _ = fer2013_clips(
+            folder, config.image_size, config.max_per_class, config.holdout_fraction,
+            teacher=teacher, teacher_weight=config.teacher_weight,
+        )
         extra_sizes[os.path.basename(os.path.normpath(folder))] = len(extra)
         fer_train = concatenate(fer_train, extra)
     ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
@@ -477,7 +582,7 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     trainable.fit(
-        clip_dataset(train_clips, config.batch_size, config.seed, config, repeats, dense_targets=True),
+        clip_dataset(train_clips, config.batch_size, config.seed, config, repeats, True, config.mixup_alpha),
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=clip_dataset(fer_val_maps, 256, dense_targets=True),

@@ -7,8 +7,10 @@ import os
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_emotion.data.emotions import EMOTIONS
+from keras_emotion.data.video import InputError
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training import face_clips
 from keras_emotion.training.callbacks import backup_name
@@ -100,6 +102,105 @@ def test_ferplus_weight_must_be_a_blend(fer_dir, ck48_dir):
     assert str(raised.value) == "ferplus_weight=1.5; expected 0 <= ferplus_weight <= 1"
 
 
+def write_teacher_evaluation(path, images, clip_ids, class_names, probabilities):
+    """An evaluation.json as `scripts/evaluate.py --input <images>` writes it (the fields read)."""
+    clips = [{"clip_id": clip_id, "probabilities": row.tolist()} for clip_id, row in zip(clip_ids, probabilities)]
+    with open(path, "w") as file:
+        json.dump({"class_names": list(class_names), "images": images, "clips": clips}, file)
+    return str(path)
+
+
+def test_teacher_predictions_are_averaged_and_blended_into_the_targets(tmp_path, fer_dir):
+    """Distillation targets: each image's target (here after FER+ votes) moves t of the way to the
+    mean of the teachers that evaluated it, whatever their class order and however their image
+    folder is spelt; images no teacher saw keep their targets."""
+    train_dir = os.path.join(fer_dir, "train")
+    paths, labels, _ = list_matched_images(train_dir, EMOTIONS, 3)
+    clip_ids = [os.path.relpath(path, train_dir) for path in paths]
+    random = np.random.default_rng(0)
+    first = random.dirichlet(np.ones(7), len(paths)).astype(np.float32)
+    second = random.dirichlet(np.ones(7), 10).astype(np.float32)
+    alphabetical = sorted(EMOTIONS)
+    files = [
+        write_teacher_evaluation(tmp_path / "first.json", os.path.abspath(train_dir), clip_ids, EMOTIONS, first),
+        write_teacher_evaluation(  # the first 10 images, classes in alphabetical order, a relative folder
+            tmp_path / "second.json", os.path.relpath(train_dir), clip_ids[:10], alphabetical,
+            second[:, [EMOTIONS.index(name) for name in alphabetical]],
+        ),
+    ]
+    teacher = face_clips.teacher_probabilities(files)
+    clips, _ = face_clips.fer2013_clips(
+        train_dir, SIZE, max_per_class=3, ferplus_weight=0.3, teacher=teacher, teacher_weight=0.4
+    )
+    mean = first.copy()
+    mean[:10] = (first[:10] + second) / 2
+    expected = 0.6 * ferplus_reference_targets(fer_dir, paths, labels, EMOTIONS, weight=0.3) + 0.4 * mean
+    np.testing.assert_allclose(clips.targets, expected, atol=1e-5)
+
+    other, _ = face_clips.fer2013_clips(  # validation images: no teacher saw them
+        os.path.join(fer_dir, "validation"), SIZE, max_per_class=2, teacher=teacher, teacher_weight=0.4
+    )
+    np.testing.assert_array_equal(other.targets, np.eye(7)[other.labels])
+
+
+def test_a_teacher_evaluation_must_be_of_an_image_folder_that_is_here(tmp_path, fer_dir):
+    not_images = tmp_path / "clips.json"
+    with open(not_images, "w") as file:
+        json.dump({"class_names": list(EMOTIONS), "clips": []}, file)
+    with pytest.raises(InputError) as raised:
+        face_clips.teacher_probabilities([str(not_images)])
+    assert str(raised.value) == (
+        f"{not_images}: not an evaluation of an image folder (scripts/evaluate.py --input <folder>)"
+    )
+    elsewhere = write_teacher_evaluation(tmp_path / "elsewhere.json", "gone/train", [], EMOTIONS, [])
+    with pytest.raises(InputError) as raised:
+        face_clips.teacher_probabilities([elsewhere])
+    assert str(raised.value) == (
+        f"{elsewhere}: its image folder 'gone/train' is not a folder here (relative paths are to the folder "
+        "evaluate.py ran in: run this from there)"
+    )
+
+
+def test_teacher_weight_needs_teachers(fer_dir, ck48_dir):
+    with pytest.raises(ValueError) as raised:
+        face_clips.FaceClipsConfig(
+            fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights="w.h5", output_dir="out", teacher_weight=0.5
+        )
+    assert str(raised.value) == "teacher_weight=0.5 needs teacher_evaluations"
+
+
+def test_mixup_blends_each_clip_with_its_mirror_in_the_batch_frames_and_targets_alike():
+    """mix_clips: clip i -> lambda_i x clip i + (1 - lambda_i) x clip B-1-i, one lambda per clip for
+    its frames and target, lambda ~ Beta(alpha, alpha): checked in NumPy, lambda read back from
+    the targets, and its spread against Beta's (mean 1/2, variance 1 / (4 (2 alpha + 1)))."""
+    random = np.random.default_rng(0)
+    frames = random.normal(size=(6, 2, 3, 3, 4)).astype(np.float32)
+    targets = np.eye(7, dtype=np.float32)[[0, 1, 2, 3, 4, 5]]
+    mixed_frames, mixed_targets = face_clips.mix_clips(frames, targets, 0.4, tf.constant([3, 7], tf.int64))
+    mix = mixed_targets.numpy()[np.arange(6), np.arange(6)]
+    np.testing.assert_allclose(mixed_targets.numpy()[np.arange(6), 5 - np.arange(6)], 1 - mix, atol=1e-6)
+    expected = mix[:, None, None, None, None] * frames + (1 - mix[:, None, None, None, None]) * frames[::-1]
+    np.testing.assert_allclose(mixed_frames.numpy(), expected, atol=1e-5)
+
+    many = np.eye(2, dtype=np.float32)[np.arange(20000) % 2]
+    _, mixed = face_clips.mix_clips(np.zeros((20000, 1), np.float32), many, 0.4, tf.constant([1, 2], tf.int64))
+    lambdas = mixed.numpy()[np.arange(20000), np.arange(20000) % 2]
+    assert abs(lambdas.mean() - 0.5) < 0.01 and abs(lambdas.var() - 1 / (4 * 1.8)) < 0.01
+
+
+def test_mixup_needs_dense_training_targets(fer_dir, ck48_dir):
+    fer, _ = face_clips.fer2013_clips(os.path.join(fer_dir, "validation"), SIZE, max_per_class=2)
+    with pytest.raises(ValueError) as raised:
+        face_clips.clip_dataset(fer, 4, seed=0, augmentation=face_clips.FaceClipsConfig(
+            fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights="w.h5", output_dir="out"), mixup_alpha=0.2)
+    assert str(raised.value) == "clip_dataset: mixup needs training (a seed) and dense targets"
+    with pytest.raises(ValueError) as raised:
+        face_clips.FaceClipsConfig(
+            fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights="w.h5", output_dir="out", mixup_alpha=-1
+        )
+    assert str(raised.value) == "mixup_alpha=-1; expected >= 0 (0: no mixup)"
+
+
 def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fer_dir, ck48_dir):
     weights = str(tmp_path / "backbone.weights.h5")
     backbone = build_backbone("compact", SIZE)
@@ -160,7 +261,7 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
 
 def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_path, fer_dir, ck48_dir):
     """The head trains on dlib ResNet maps of 2 views (FER2013 with FER+ votes blended into its
-    targets, CK+48 and the SFEW part that pre-training does not hold out); the model written is
+    targets, CK+48 and the SFEW part that pre-training does not hold out; batches mixed up); the model written is
     the image model, and its accuracy on the validation images is the one measured on their maps
     while training."""
     sfew_dir = os.path.join(os.path.dirname(fer_dir), "sfew2")
@@ -170,7 +271,7 @@ def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_
         fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "out"),
         backbone="dlib_resnet", image_size=64, epochs=15, learning_rate=1e-2, batch_size=32, ck48_repeats=1,
         held_out_folds=[0],
-        max_per_class=40, cached_views=2, extra_image_dirs=(sfew_dir,), ferplus_weight=0.3,
+        max_per_class=40, cached_views=2, extra_image_dirs=(sfew_dir,), ferplus_weight=0.3, mixup_alpha=0.2,
     )
     report = face_clips.train_face_clips(config, verbose=0)
     sfew_paths, _, _ = list_matched_images(sfew_dir, EMOTIONS, 40)
