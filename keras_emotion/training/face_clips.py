@@ -64,9 +64,9 @@ import tensorflow as tf
 
 from keras_emotion.data.datasets import list_ck48, split_by_subject
 from keras_emotion.data.emotions import EMOTIONS, match_class_names
-from keras_emotion.data.video import InputError
 from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.model_input import decode_images
+from keras_emotion.data.video import InputError
 from keras_emotion.files import read_json, write_json_atomically
 from keras_emotion.models import ModelConfig, build_model
 from keras_emotion.models.backbones import split_backbone

@@ -161,6 +161,19 @@ def test_a_teacher_evaluation_must_be_of_an_image_folder_that_is_here(tmp_path, 
     )
 
 
+def test_a_teacher_evaluation_must_be_readable_and_of_the_seven_emotions(tmp_path, fer_dir):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(InputError) as raised:
+        face_clips.teacher_probabilities([str(broken)])
+    assert str(raised.value).startswith(f"{broken}: cannot read a teacher's evaluation: ")
+    four = ["angry", "happy", "sad", "neutral"]
+    other_classes = write_teacher_evaluation(tmp_path / "four.json", os.path.join(fer_dir, "train"), [], four, [])
+    with pytest.raises(InputError) as raised:
+        face_clips.teacher_probabilities([other_classes])
+    assert str(raised.value) == f"{other_classes}: classes {four}; expected those of {list(EMOTIONS)}"
+
+
 def test_teacher_weight_needs_teachers(fer_dir, ck48_dir):
     with pytest.raises(ValueError) as raised:
         face_clips.FaceClipsConfig(
