@@ -59,7 +59,9 @@ flags.DEFINE_integer("max_side", 1280, "Frames are downscaled to at most this ma
 flags.DEFINE_integer("upsample", None, "Detector upsampling (default: as in the model's training data).")
 flags.DEFINE_bool("cnn_fallback", False, "Run dlib's CNN detector on frames where HOG finds no face (slow).")
 flags.DEFINE_integer("max_missed", 10, "Frames a face may go undetected before its track ends.")
-flags.DEFINE_integer("min_detections", 3, "Tracks detected in fewer frames are dropped.")
+flags.DEFINE_integer(
+    "min_detections", 3, "Tracks detected in fewer frames are dropped; a shorter input (a picture) needs a face in each frame."
+)
 flags.DEFINE_integer(
     "detect_every", PredictConfig.detect_every,
     "Detect faces on every n-th processed frame and follow them in between (1: detect on every frame).",

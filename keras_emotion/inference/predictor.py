@@ -82,7 +82,8 @@ class PredictConfig:
         frame_step: process every frame_step-th frame of the video only.
         max_side: frames whose longer side exceeds this are downscaled when read.
         max_missed: processed frames a track may go without a detection before it ends.
-        min_detections: tracks detected in fewer frames are dropped (detector false positives).
+        min_detections: tracks detected in fewer frames are dropped (detector false positives);
+            an input of fewer processed frames (a picture: 1) needs a face in each of them.
         iou_threshold: a detection continues a track when their boxes overlap at least this much ...
         max_centre_distance: ... or else when their centres are closer than this many box widths.
         detect_every: run the face detector on every detect_every-th processed frame and
@@ -440,7 +441,8 @@ class VideoPredictor:
         self._predict_queued()
         track.pending = []  # frames after the last detection are not part of the track
         detections = int(sum(track.detected))
-        if detections < self.config.min_detections:
+        needed = min(self.config.min_detections, len(self._frame_records))
+        if detections < needed:
             self._dropped_tracker_ids.add(track.tracker_id)
             if track.segment:  # the face of an earlier track came back briefly: it may come again
                 self._departed.add(track.track_id)
@@ -450,7 +452,11 @@ class VideoPredictor:
                     "first_frame": track.first_frame,
                     "detected_frames": detections,
                     "reason": f"detected in {detections} frame{'' if detections == 1 else 's'}, fewer than "
-                    f"min_detections={self.config.min_detections}",
+                    + (
+                        f"min_detections={needed}"
+                        if needed == self.config.min_detections
+                        else f"the input's {needed} frames (min_detections={self.config.min_detections})"
+                    ),
                 }
             )
             return

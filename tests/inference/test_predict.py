@@ -170,19 +170,43 @@ def test_write_prediction_and_the_command_line(tmp_path, sequence_path, tiny_tra
     assert f"track 0: frames 0-10, 1 window(s), {track['label']}" in ran.stdout
 
 
-def test_a_one_frame_video_says_why_its_track_was_dropped(tmp_path, sequence_path, tiny_trained_model_dir, write_avi):
+def test_a_picture_gets_its_face_classified(tmp_path, sequence_path, tiny_trained_model_dir, keras_model):
     frames, _ = read_frames(sequence_path)
-    video = tmp_path / "one_frame.avi"
-    write_avi(video, frames[40:41], fps=25.0)
-    output = tmp_path / "one_frame.json"
+    picture = tmp_path / "picture.png"
+    cv2.imwrite(str(picture), cv2.cvtColor(frames[40], cv2.COLOR_RGB2BGR))
+    output = tmp_path / "picture.json"
+    ran = run_predict_script(tiny_trained_model_dir, picture, output)
+    assert ran.returncode == 0, ran.stderr
+    written = json.loads(output.read_text())
+    (track,) = written["tracks"]
+    assert written["dropped_tracks"] == []
+    assert (track["first_frame"], track["last_frame"], track["num_frames"], track["detected_frames"]) == (0, 0, 1, 1)
+    assert f"{picture}: 1 frames read, 1 processed, 1 face track(s) -> {output}" in ran.stdout
+    (from_array,) = predict_video(frames[40], keras_model, alignment=ALIGNMENT)["tracks"]  # (H, W, 3): one picture
+    assert from_array["probabilities"] == pytest.approx(track["probabilities"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "blank_frames, reason",
+    [
+        (2, "detected in 1 frame, fewer than min_detections=3"),
+        (1, "detected in 1 frame, fewer than the input's 2 frames (min_detections=3)"),
+    ],
+)
+def test_a_face_in_too_few_frames_says_why_its_track_was_dropped(
+    tmp_path, sequence_path, tiny_trained_model_dir, write_avi, blank_frames, reason
+):
+    frames, _ = read_frames(sequence_path)
+    video = tmp_path / "short.avi"
+    write_avi(video, np.concatenate([frames[40:41], np.full_like(frames[:blank_frames], 128)]), fps=25.0)
+    output = tmp_path / "short.json"
     ran = run_predict_script(tiny_trained_model_dir, video, output)
     assert ran.returncode == 0, ran.stderr
     written = json.loads(output.read_text())
-    reason = "detected in 1 frame, fewer than min_detections=3"
     assert written["tracks"] == []
     assert written["dropped_tracks"] == [{"track": 0, "first_frame": 0, "detected_frames": 1, "reason": reason}]
-    assert written["frames"] == [{"frame": 0, "faces": 1, "tracks": {}, "detector": True}]
+    assert written["frames"][0] == {"frame": 0, "faces": 1, "tracks": {}, "detector": True}
     assert ran.stdout.splitlines()[-2:] == [
-        f"{video}: 1 frames read, 1 processed, 0 face track(s) -> {output}",
+        f"{video}: {1 + blank_frames} frames read, {1 + blank_frames} processed, 0 face track(s) -> {output}",
         f"  track 0 dropped (from frame 0): {reason}",
     ]
