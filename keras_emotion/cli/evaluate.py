@@ -11,6 +11,15 @@ match none (CK+ "contempt") are skipped and listed. Writes `<output_dir>/evaluat
 (accuracy, per-class recall, UAR, confusion matrix, skipped_classes, every clip's prediction)
 and `<output_dir>/confusion_matrix.png`; prints the summary.
 
+--align (with --input) detects and aligns the face in each image as the model's training faces
+were aligned (its model_info.json alignment), the path a video frame takes through `predict`,
+instead of taking the image as it is; images where no face is found are left out and listed
+("no_face"). Compared with the same model's evaluation of the images as they are, it measures
+what that path costs or gains:
+
+    keras-emotion evaluate --input expw --held_out_fraction 0.15 --align \
+        --compare_to evaluation_expw/evaluation.json
+
 --compare_to another model's evaluation.json of the same data pairs the two clip by clip
 (`evaluation.paired_comparison`: accuracy difference, its standard error, clips won and lost),
 prints it and writes it to `<output_dir>/comparison.json`:
@@ -57,31 +66,38 @@ flags.DEFINE_float(
     "With --input: only the images that backbone pre-training held out of this extra corpus "
     "(its --holdout_fraction, e.g. 0.15 for ExpW and SFEW).",
 )
+flags.DEFINE_bool(
+    "align",
+    False,
+    "With --input: detect and align each image's face as the model's training faces were aligned "
+    "(the path of a video frame through predict) instead of taking the image as it is.",
+)
 flags.DEFINE_string("split", "val", "Split to evaluate when --data is a folder.")
 flags.DEFINE_string(
     "output_dir",
     None,
     "Output folder; default <model>/evaluation_<split, or the --input folder's name>, and "
     "./evaluation_<split or name> (in the current folder) for the shipped model, "
-    "./evaluation_fer_<split or name> for --model fer.",
+    "./evaluation_fer_<split or name> for --model fer; <name>_aligned with --align.",
 )
 flags.DEFINE_integer("batch_size", 8, "Clips (or images) per batch.")
 flags.DEFINE_string(
     "compare_to",
     None,
-    "Another model's evaluation.json of the same data: pair the two clip by clip (accuracy "
-    "difference, standard error, clips won and lost) into <output_dir>/comparison.json.",
+    "Another evaluation.json of the same data (another model's, or with --align the images as they "
+    "are): pair the two clip by clip (accuracy difference, standard error, clips won and lost) into "
+    "<output_dir>/comparison.json.",
 )
 flags.DEFINE_bool(
     "allow_incomplete", False, "Evaluate data whose preprocessing did not finish (manifest complete: false)."
 )
 
 
-def default_output_dir(model_dir: str, split: str, images: Optional[str]) -> str:
+def default_output_dir(model_dir: str, split: str, images: Optional[str], align: bool = False) -> str:
     """`<model_dir>/evaluation_<what>`, or in the current folder `evaluation_<what>` for the
     shipped model and `evaluation_fer_<what>` for FER_PEER; `<what>` is the split for --data,
-    the name of the --input folder `images`."""
-    what = os.path.basename(os.path.normpath(images)) if images else split
+    the name of the --input folder `images` (+ "_aligned" with `align`)."""
+    what = os.path.basename(os.path.normpath(images)) + ("_aligned" if align else "") if images else split
     if model_dir == FER_PEER:
         return f"evaluation_{FER_PEER}_{what}"
     parent = "" if os.path.normpath(model_dir) == os.path.normpath(PRETRAINED_MODEL_DIR) else model_dir
@@ -92,12 +108,19 @@ def main(argv):
     del argv
     if (FLAGS.data is None) == (FLAGS.input is None):
         raise app.UsageError("give exactly one of --data (TFRecord clips) and --input (a folder of class folders)")
-    output_dir = FLAGS.output_dir or default_output_dir(FLAGS.model, FLAGS.split, FLAGS.input)
+    if FLAGS.align and FLAGS.input is None:
+        raise app.UsageError("--align aligns the faces of still images: it needs --input (TFRecord clips are aligned)")
+    output_dir = FLAGS.output_dir or default_output_dir(FLAGS.model, FLAGS.split, FLAGS.input, FLAGS.align)
     try:
         baseline = load_evaluation(FLAGS.compare_to) if FLAGS.compare_to else None
         if FLAGS.input is not None:
             report = evaluate_images_dir(
-                FLAGS.model, FLAGS.input, output_dir, FLAGS.batch_size, held_out_fraction=FLAGS.held_out_fraction
+                FLAGS.model,
+                FLAGS.input,
+                output_dir,
+                FLAGS.batch_size,
+                held_out_fraction=FLAGS.held_out_fraction,
+                align=FLAGS.align,
             )
         else:
             report = evaluate_model_dir(

@@ -12,6 +12,7 @@ model goes through this module:
                                                                        inference
     image files (FER2013 layout)    `decode_images`, `still_image_clips`   pre-training, face
                                                                        clips, evaluation
+    image files, faces aligned      `aligned_still_clips`              evaluation (--align)
 
 JPEG frames (IMAGE_SIZE square, from preprocessing) are decoded at 1/r scale (libjpeg's DCT
 scaling, r the largest of 1, 2, 4, 8 that keeps IMAGE_SIZE / r >= R) and resized by `resize`:
@@ -34,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data import schema
-from keras_emotion.data.video import InputError
+from keras_emotion.data.video import InputError, read_image
 
 DECODE_BATCH = 512
 """Image files decoded per batch by `decode_image_batches`."""
@@ -194,6 +195,33 @@ def still_image_clips(
     """
     for images in decode_image_batches(paths, resize_size, batch_size):
         yield centre_crop(images, resize_size, image_size)[:, np.newaxis].astype(np.float32)
+
+
+def aligned_still_clips(
+    paths: Sequence[str], aligner, resize_size: int, image_size: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Image files through face detection and alignment, as 1-frame clips, one batch after
+    another: each image read whole (`video.read_image`), its largest face aligned by `aligner`
+    (a `faces.FaceAligner`: the framing a model was trained on), then resized to R x R and its
+    centre S x S kept as `predict` does (`resize_and_crop_pixels`).
+
+    Yields:
+        (found, frames): bool (b,), whether a face was found in each image of the batch
+        (b = `batch_size` but for the last batch, in the order of `paths`), and float32
+        (k, 1, S, S, 3) in 0..255, the k faces found.
+
+    Raises:
+        InputError: naming the first file that cannot be read or decoded.
+    """
+    for start in range(0, len(paths), batch_size):
+        aligned = [aligner.align_image(read_image(path)) for path in paths[start : start + batch_size]]
+        faces = [face for face, _ in filter(None, aligned)]
+        frames = (
+            resize_and_crop_pixels(np.stack(faces)[:, np.newaxis], resize_size, image_size).numpy()
+            if faces
+            else np.zeros((0, 1, image_size, image_size, 3), np.float32)
+        )
+        yield np.array([result is not None for result in aligned], bool), frames
 
 
 def _decode_image_file(path, size: int):

@@ -51,7 +51,8 @@ from keras_emotion.data.config import InputConfig
 from keras_emotion.data.emotions import match_class_names
 from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.manifest import manifest_path, read_manifest
-from keras_emotion.data.model_input import still_image_clips
+from keras_emotion.data.faces import FaceAligner
+from keras_emotion.data.model_input import aligned_still_clips, still_image_clips
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
 from keras_emotion.files import read_json
 from keras_emotion.models import with_any_number_of_frames
@@ -137,11 +138,37 @@ def predict_images(model: keras.Model, paths, preprocessing: Preprocessing, batc
     Raises:
         InputError: naming the first file that cannot be read or decoded.
     """
-    probabilities = []
-    for frames in still_image_clips(paths, preprocessing.resize_size, preprocessing.image_size, batch_size):
-        outputs = model.predict_on_batch({"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)})
-        probabilities.append(np.asarray(outputs["probabilities"], np.float32))
-    return np.concatenate(probabilities)
+    clips = still_image_clips(paths, preprocessing.resize_size, preprocessing.image_size, batch_size)
+    return np.concatenate([_still_probabilities(model, frames) for frames in clips])
+
+
+def predict_aligned_images(
+    model: keras.Model, paths, preprocessing: Preprocessing, aligner: FaceAligner, batch_size: int
+) -> tuple:
+    """Runs `model` over the faces that `aligner` finds and aligns in image files
+    (`model_input.aligned_still_clips`: the path of a picture through `predict`), each a
+    1-frame clip.
+
+    Returns:
+        (found, probabilities): bool (n,), whether a face was found in each of `paths`, and
+        float32 (k, E), p(c) of the k images with a face, in the order of `paths`.
+
+    Raises:
+        InputError: naming the first file that cannot be read or decoded.
+    """
+    found, probabilities = [], [np.zeros((0, model.output["probabilities"].shape[-1]), np.float32)]
+    clips = aligned_still_clips(paths, aligner, preprocessing.resize_size, preprocessing.image_size, batch_size)
+    for batch_found, frames in clips:
+        found.append(batch_found)
+        if len(frames):
+            probabilities.append(_still_probabilities(model, frames))
+    return np.concatenate(found), np.concatenate(probabilities)
+
+
+def _still_probabilities(model: keras.Model, frames: np.ndarray) -> np.ndarray:
+    """float32 (b, E) p(c) of b 1-frame clips, float32 (b, 1, S, S, 3)."""
+    outputs = model.predict_on_batch({"frames": frames, "frame_mask": np.ones(frames.shape[:2], np.float32)})
+    return np.asarray(outputs["probabilities"], np.float32)
 
 
 def evaluate(
@@ -184,10 +211,16 @@ def evaluate(
 
 
 def evaluate_images(
-    trained: TrainedModel, images: str, batch_size: int = 8, held_out_fraction: Optional[float] = None
+    trained: TrainedModel,
+    images: str,
+    batch_size: int = 8,
+    held_out_fraction: Optional[float] = None,
+    align: bool = False,
 ) -> dict:
     """Evaluates `trained` on the still images of a folder of class folders, each image a
-    1-frame clip (`predict_images`).
+    1-frame clip: the image as it is (`predict_images`), or with `align` the face found in it,
+    aligned as the model's training faces were (`predict_aligned_images`, the path of a video
+    frame through `predict`).
 
     Args:
         trained: a model from `models.saving.load_trained_model` (or built the same way).
@@ -196,27 +229,43 @@ def evaluate_images(
         batch_size: images per batch.
         held_out_fraction: if set, only the images that backbone pre-training holds out of an
             extra corpus with this `holdout_fraction` (`pretrain.held_out_part`).
+        align: detect and align each image's largest face with the model's alignment
+            (`trained.info.alignment`: framing, landmarks, detectors); the images without a
+            face found are left out of the metrics and listed.
 
     Returns:
-        The report of `clip_report`, plus "images" (the folder); clip ids are the image paths
-        relative to it.
+        The report of `clip_report`, plus "images" (the folder), "aligned" (`align`) and, with
+        `align`, "no_face" (the clip ids of the images left out); clip ids are the image
+        paths relative to the folder.
 
     Raises:
         InputError (a ValueError): the folder is missing or has no class folders, a matched
             folder has no images, or an image does not decode (naming it).
-        ValueError: no class folder matches the model's classes.
+        ValueError: no class folder matches the model's classes; `align` for a model that
+            records no alignment; no face found in any image.
     """
     paths, labels, skipped = list_matched_images(images, trained.info.class_names)
     if held_out_fraction is not None:
         paths, labels = held_out_part(paths, labels, held_out_fraction)
-    probabilities = predict_images(
-        with_any_number_of_frames(trained.model), paths, trained.info.preprocessing, batch_size
-    )
     clip_ids = [os.path.relpath(path, images) for path in paths]
+    model = with_any_number_of_frames(trained.model)
+    where = {"images": images, "held_out_fraction": held_out_fraction, "aligned": align}
+    if not align:
+        probabilities = predict_images(model, paths, trained.info.preprocessing, batch_size)
+    else:
+        if trained.info.alignment is None:
+            raise ValueError(
+                f"model {trained.path or trained.model.name!r} records no face alignment (model_info.json "
+                '"alignment": null): the framing to align the faces to is unknown'
+            )
+        aligner = FaceAligner(trained.info.alignment)
+        found, probabilities = predict_aligned_images(model, paths, trained.info.preprocessing, aligner, batch_size)
+        if not found.any():
+            raise ValueError(f"{images}: no face found in any of its {len(paths)} images")
+        where["no_face"] = [clip_id for clip_id, face in zip(clip_ids, found) if not face]
+        clip_ids, labels = [clip_id for clip_id, face in zip(clip_ids, found) if face], labels[found]
     clips = ClipPredictions(clip_ids, labels.astype(np.int64), probabilities)
-    return clip_report(
-        clips, trained.info.class_names, skipped, {"images": images, "held_out_fraction": held_out_fraction}
-    )
+    return clip_report(clips, trained.info.class_names, skipped, where)
 
 
 def clip_report(clips: ClipPredictions, class_names, skipped_classes, where: dict) -> dict:
@@ -268,16 +317,18 @@ def evaluate_images_dir(
     batch_size: int = 8,
     title: Optional[str] = None,
     held_out_fraction: Optional[float] = None,
+    align: bool = False,
 ) -> dict:
     """Loads the trained model of `model_dir`, evaluates it on a folder of class folders of
-    images (see `evaluate_images`, also for `held_out_fraction`) and writes its report
-    (`write_evaluation`).
+    images (see `evaluate_images`, also for `held_out_fraction` and `align`) and writes its
+    report (`write_evaluation`).
 
     Returns:
         The report, with "json" and "png" giving the paths written.
     """
-    report = evaluate_images(load_model_or_peer(model_dir), images, batch_size, held_out_fraction)
-    title = title if title is not None else f"images of {os.path.basename(os.path.normpath(images))}"
+    report = evaluate_images(load_model_or_peer(model_dir), images, batch_size, held_out_fraction, align)
+    if title is None:
+        title = f"{'faces aligned in ' if align else ''}images of {os.path.basename(os.path.normpath(images))}"
     return write_evaluation(report, model_dir, output_dir, title)
 
 
@@ -316,11 +367,13 @@ def load_evaluation(path: str) -> dict:
 def paired_comparison(report: dict, baseline: dict) -> dict:
     """Compares `report` clip by clip with `baseline`, another model's evaluation of the same
     clips (`load_evaluation`): d_i = 1 where only `report` is right on clip i, -1 where only the
-    baseline is, else 0.
+    baseline is, else 0. Images that an aligned evaluation (`evaluate_images` with `align`)
+    found no face in are left out of both.
 
     Returns:
         {"baseline": the baseline's file ("json"), "baseline_model_dir": its "model_dir",
-        "num_examples": N, "accuracy_difference": mean(d), "standard_error": std(d, ddof=1)
+        "left_out_no_face": how many clips were left out (no face found in either), "num_examples": N,
+        "accuracy_difference": mean(d), "standard_error": std(d, ddof=1)
         / sqrt(N) (0 for N = 1), "won": clips with d = 1, "lost": clips with d = -1,
         "unweighted_average_recall_difference": this report's UAR minus the baseline's};
         differences are fractions, as the reports' accuracies are.
@@ -330,8 +383,9 @@ def paired_comparison(report: dict, baseline: dict) -> dict:
             of clip ids, or other labels).
     """
     baseline_path = baseline.get("json")
-    ours = {clip["clip_id"]: clip for clip in report["clips"]}
-    theirs = {clip["clip_id"]: clip for clip in baseline["clips"]}
+    no_face = set(report.get("no_face", [])) | set(baseline.get("no_face", []))
+    ours = {clip["clip_id"]: clip for clip in report["clips"] if clip["clip_id"] not in no_face}
+    theirs = {clip["clip_id"]: clip for clip in baseline["clips"] if clip["clip_id"] not in no_face}
     if ours.keys() != theirs.keys():
         only_ours, only_theirs = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
         raise ValueError(
@@ -355,6 +409,7 @@ def paired_comparison(report: dict, baseline: dict) -> dict:
     return {
         "baseline": baseline_path,
         "baseline_model_dir": baseline.get("model_dir"),
+        "left_out_no_face": len(no_face),
         "num_examples": count,
         "accuracy_difference": float(np.mean(differences)),
         "standard_error": float(np.std(differences, ddof=1) / np.sqrt(count)) if count > 1 else 0.0,
@@ -369,8 +424,10 @@ def paired_comparison(report: dict, baseline: dict) -> dict:
 def summarize_comparison(comparison: dict) -> str:
     """One line: the accuracy difference of `paired_comparison` in points, its standard error,
     clips won and lost, and the UAR difference."""
+    left_out = comparison.get("left_out_no_face")
+    left_out = f" ({left_out} without a face found left out)" if left_out else ""
     return (
-        f"paired with {comparison['baseline']} on the same {comparison['num_examples']} clips: accuracy "
+        f"paired with {comparison['baseline']} on the same {comparison['num_examples']} clips{left_out}: accuracy "
         f"{100 * comparison['accuracy_difference']:+.2f} points (standard error "
         f"{100 * comparison['standard_error']:.2f}), {comparison['won']} won, {comparison['lost']} lost; "
         f"UAR {100 * comparison['unweighted_average_recall_difference']:+.2f} points"
@@ -384,12 +441,17 @@ def summarize(report: dict) -> str:
         f"{name} {'-' if recall is None else f'{100 * recall:.1f}%'}"
         for name, recall in report["per_class_recall"].items()
     )
-    evaluated = f"images of {report['images']}" if "images" in report else f"clips of {report['data']}"
+    if "images" not in report:
+        evaluated = f"clips of {report['data']}"
+    else:
+        evaluated = f"{'faces aligned in ' if report.get('aligned') else ''}images of {report['images']}"
     lines = [
         f"{report['num_examples']} {evaluated}: accuracy {100 * report['accuracy']:.1f}%, "
         f"UAR {100 * report['unweighted_average_recall']:.1f}%",
         f"  recall per class: {recalls}",
     ]
+    if report.get("no_face"):
+        lines.append(f"  no face found in {len(report['no_face'])} images (left out)")
     if report.get("skipped_classes"):
         lines.append(f"  skipped (no class of the model): {', '.join(report['skipped_classes'])}")
     return "\n".join(lines)

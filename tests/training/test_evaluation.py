@@ -14,10 +14,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from skimage import data as skimage_data
 
+import keras_emotion
 from keras_emotion.cli.evaluate import default_output_dir
 from keras_emotion.data import schema
 from keras_emotion.data.config import InputConfig
+from keras_emotion.data.faces import AlignmentConfig
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset
 from keras_emotion.models import ModelConfig, build_model, with_any_number_of_frames
 from keras_emotion.models.info import AlignmentMismatchError
@@ -351,6 +354,7 @@ def test_default_output_folders():
     assert default_output_dir(PRETRAINED_MODEL_DIR, "val", "data/fer2013/test") == "evaluation_test"
     assert default_output_dir(PRETRAINED_MODEL_DIR, "test", None) == "evaluation_test"
     assert default_output_dir("fer", "val", "data/sfew2") == "evaluation_fer_sfew2"
+    assert default_output_dir(PRETRAINED_MODEL_DIR, "val", "data/sfew2", align=True) == "evaluation_sfew2_aligned"
 
 
 def test_images_held_out_by_pretraining_are_the_only_ones_evaluated(three_class_dir, image_folder):
@@ -389,6 +393,7 @@ def test_paired_comparison_matches_numpy_clip_by_clip(tmp_path):
     assert comparison == {
         "baseline": str(baseline_path),
         "baseline_model_dir": "runs/old",
+        "left_out_no_face": 0,
         "num_examples": 200,
         "accuracy_difference": pytest.approx(np.mean(ours == labels) - np.mean(theirs == labels)),
         "standard_error": pytest.approx(np.std(differences, ddof=1) / np.sqrt(200)),
@@ -461,4 +466,86 @@ def test_the_script_refuses_a_missing_baseline_before_evaluating(three_class_dir
     )
     assert result.returncode == 1
     assert f"No such file or directory: '{tmp_path / 'absent.json'}'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_paired_comparison_leaves_out_the_images_without_a_face(tmp_path):
+    baseline_path = tmp_path / EVALUATION_FILE
+    baseline_path.write_text(json.dumps(_report(["angry", "happy", "sad"], ["angry", "angry", "sad"])))
+    aligned = _report(["angry", "sad"], ["happy", "sad"])  # c0 and c2 were aligned, c1 had no face
+    aligned["clips"][1]["clip_id"] = "c2"
+    aligned["no_face"] = ["c1"]
+    comparison = paired_comparison(aligned, load_evaluation(str(baseline_path)))
+    assert (comparison["num_examples"], comparison["left_out_no_face"]) == (2, 1)
+    assert (comparison["accuracy_difference"], comparison["won"], comparison["lost"]) == (-0.5, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def aligned_model_dir(three_class_dir, tmp_path_factory) -> str:
+    """The three-class model, saved as trained on faces aligned at 40 px (upsample 0, no CNN fallback)."""
+    trained = load_trained_model(three_class_dir)
+    directory = str(tmp_path_factory.mktemp("aligned_model"))
+    input_config = InputConfig(file_pattern=directory, image_size=IMAGE_SIZE, crop_fraction=CROP_FRACTION)
+    alignment = AlignmentConfig(output_size=40, upsample=0, cnn_fallback=False)
+    save_trained_model(trained.model, directory, trained.info.model_config, input_config, MODEL_CLASSES, alignment)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def face_pictures(tmp_path_factory) -> pathlib.Path:
+    """Real photographs in class folders: the astronaut (a face), mirrored, and a coffee cup (no face)."""
+    root = tmp_path_factory.mktemp("pictures") / "pictures"
+    astronaut = skimage_data.astronaut()
+    pictures = {
+        "happy/astronaut.png": astronaut,
+        "sad/astronaut_mirrored.png": astronaut[:, ::-1],
+        "angry/coffee.png": cv2.resize(skimage_data.coffee(), (512, 512)),
+    }
+    for name, image in pictures.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / name), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    return root
+
+
+def test_aligned_images_get_the_probabilities_predict_gives_the_picture(aligned_model_dir, face_pictures, tmp_path):
+    as_is_dir, aligned_dir = tmp_path / "as_is", tmp_path / "aligned"
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model={aligned_model_dir}",
+               f"--input={face_pictures}"]
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    as_is = subprocess.run(command + [f"--output_dir={as_is_dir}"], capture_output=True, text=True, env=environment, timeout=120)
+    assert as_is.returncode == 0, as_is.stderr[-2000:]
+    baseline = as_is_dir / EVALUATION_FILE
+    result = subprocess.run(
+        command + ["--align", f"--output_dir={aligned_dir}", f"--compare_to={baseline}"],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((aligned_dir / EVALUATION_FILE).read_text())
+    assert written["aligned"] is True and json.loads(baseline.read_text())["aligned"] is False
+    assert written["no_face"] == ["angry/coffee.png"]
+    assert [clip["clip_id"] for clip in written["clips"]] == ["happy/astronaut.png", "sad/astronaut_mirrored.png"]
+    assert f"2 faces aligned in images of {face_pictures}: accuracy" in result.stdout
+    assert "  no face found in 1 images (left out)" in result.stdout
+    assert f"paired with {baseline} on the same 2 clips (1 without a face found left out): accuracy" in result.stdout
+    for clip in written["clips"]:
+        (track,) = keras_emotion.predict(str(face_pictures / clip["clip_id"]), model=aligned_model_dir).tracks.to_dict("records")
+        np.testing.assert_allclose(clip["probabilities"], [track[name] for name in MODEL_CLASSES], atol=1e-5)
+    as_is_probabilities = [clip["probabilities"] for clip in json.loads(baseline.read_text())["clips"][1:]]
+    assert np.abs(np.subtract(as_is_probabilities, [clip["probabilities"] for clip in written["clips"]])).max() > 0.01
+
+
+def test_align_needs_images_and_a_model_that_records_its_alignment(three_class_dir, face_pictures, tmp_path):
+    with pytest.raises(ValueError) as error:
+        evaluate_images(load_trained_model(three_class_dir), str(face_pictures), align=True)
+    assert str(error.value) == (
+        f"model {three_class_dir!r} records no face alignment (model_info.json \"alignment\": null): "
+        "the framing to align the faces to is unknown"
+    )
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model={three_class_dir}",
+         f"--data={tmp_path}", "--align", f"--output_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "--align aligns the faces of still images: it needs --input (TFRecord clips are aligned)" in result.stderr
     assert not (tmp_path / "out").exists()
