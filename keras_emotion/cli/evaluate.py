@@ -11,8 +11,8 @@ match none (CK+ "contempt") are skipped and listed. Writes `<output_dir>/evaluat
 (accuracy, per-class recall, UAR, confusion matrix, skipped_classes, every clip's prediction)
 and `<output_dir>/confusion_matrix.png`; prints the summary.
 
---align (with --input) detects and aligns the face in each image as the model's training faces
-were aligned (its model_info.json alignment), the path a video frame takes through `predict`,
+--align (with --input) detects and aligns the face in each image as `predict` does a video frame
+(the model's model_info.json alignment, without the CNN fallback),
 instead of taking the image as it is; images where no face is found are left out and listed
 ("no_face"). Compared with the same model's evaluation of the images as they are, it measures
 what that path costs or gains:
@@ -34,6 +34,7 @@ from typing import Optional
 from absl import app, flags
 
 from keras_emotion.cli import define_alias
+from keras_emotion.data.preprocess import ConsoleProgress
 from keras_emotion.models.fer_peer import FER_PEER
 from keras_emotion.pretrained import PRETRAINED_MODEL_DIR
 from keras_emotion.training.evaluation import (
@@ -121,6 +122,7 @@ def main(argv):
                 FLAGS.batch_size,
                 held_out_fraction=FLAGS.held_out_fraction,
                 align=FLAGS.align,
+                progress=ConsoleProgress(task="evaluate --align", unit="images", failed="without a face"),
             )
         else:
             report = evaluate_model_dir(

@@ -148,6 +148,12 @@ class NoFaceError(ValueError):
         self.source = source
 
 
+def video_alignment(alignment: AlignmentConfig) -> AlignmentConfig:
+    """`alignment` as `predict` applies it to video frames: without the CNN fallback (far too
+    slow for videos)."""
+    return dataclasses.replace(alignment, cnn_fallback=False)
+
+
 def template_eye_centres(
     output_size: int = 256, eye_level: float = DEFAULT_EYE_LEVEL, eye_distance: float = DEFAULT_EYE_DISTANCE
 ) -> np.ndarray:

@@ -432,11 +432,14 @@ class _ShardWriter:
 
 class ConsoleProgress:
     """Progress line on stderr, rewritten in place at most every `interval` seconds:
-    clips done, failures, rate, time left."""
+    `task`: items done (`unit`), failures (`failed`), rate, time left."""
 
-    def __init__(self, stream=None, interval: float = 0.5):
+    def __init__(
+        self, stream=None, interval: float = 0.5, task: str = "preprocess", unit: str = "clips", failed: str = "failed"
+    ):
         self._stream = stream or sys.stderr
         self._interval = interval
+        self._task, self._unit, self._failed = task, unit, failed
         self._started = time.monotonic()
         self._shown = -interval
 
@@ -448,8 +451,8 @@ class ConsoleProgress:
         rate = done / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else 0.0
         self._stream.write(
-            f"\rpreprocess: {done}/{total} clips ({100 * done / max(total, 1):.0f}%), {failed} failed, "
-            f"{rate:.1f} clips/s, {left:.0f} s left "
+            f"\r{self._task}: {done}/{total} {self._unit} ({100 * done / max(total, 1):.0f}%), {failed} {self._failed}, "
+            f"{rate:.1f} {self._unit}/s, {left:.0f} s left "
         )
         if done == total:
             self._stream.write("\n")

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_emotion.data import schema
-from keras_emotion.data.faces import AlignmentConfig
+from keras_emotion.data.faces import AlignmentConfig, video_alignment
 from keras_emotion.data.model_input import resize_and_crop_pixels
 from keras_emotion.data.pipeline import sample_frame_indices
 from keras_emotion.export.saved_model import read_export_info
@@ -254,5 +254,5 @@ def read_clip_model_info(path: str) -> ModelInfo:
 
 def default_alignment(model: ClipModel) -> AlignmentConfig:
     """The alignment `model` was trained with (its training data's manifest), else the
-    defaults, for faces of `model.face_size`; no CNN fallback (far too slow for videos)."""
-    return dataclasses.replace(model.alignment, output_size=model.face_size, cnn_fallback=False)
+    defaults, for faces of `model.face_size`, as videos are aligned (`faces.video_alignment`)."""
+    return video_alignment(dataclasses.replace(model.alignment, output_size=model.face_size))
