@@ -12,8 +12,8 @@ match none (CK+ "contempt") are skipped and listed. Writes `<output_dir>/evaluat
 and `<output_dir>/confusion_matrix.png`; prints the summary.
 
 --align (with --input) detects and aligns the face in each image as `predict` does a video frame
-(the model's model_info.json alignment, without the CNN fallback),
-instead of taking the image as it is; images where no face is found are left out and listed
+(the model's model_info.json alignment, without the CNN fallback) instead of taking the image as
+it is; images where no face is found are left out and listed
 ("no_face"). Compared with the same model's evaluation of the images as they are, it measures
 what that path costs or gains:
 
@@ -70,8 +70,8 @@ flags.DEFINE_float(
 flags.DEFINE_bool(
     "align",
     False,
-    "With --input: detect and align each image's face as the model's training faces were aligned "
-    "(the path of a video frame through predict) instead of taking the image as it is.",
+    "With --input: detect and align each image's face as predict does a video frame (the model's "
+    "alignment, no CNN fallback) instead of taking the image as it is.",
 )
 flags.DEFINE_string("split", "val", "Split to evaluate when --data is a folder.")
 flags.DEFINE_string(

@@ -228,8 +228,7 @@ def evaluate_images(
 ) -> dict:
     """Evaluates `trained` on the still images of a folder of class folders, each image a
     1-frame clip: the image as it is (`predict_images`), or with `align` the face found in it,
-    aligned as the model's training faces were (`predict_aligned_images`, the path of a video
-    frame through `predict`).
+    aligned as `predict` aligns a video frame (`predict_aligned_images`).
 
     Args:
         trained: a model from `models.saving.load_trained_model` (or built the same way).
