@@ -63,7 +63,7 @@ def test_the_console_script_is_installed_and_lists_its_commands():
     completed = run_command()
     assert completed.returncode == 2
     assert completed.stderr.startswith(
-        "usage: keras-emotion {preprocess|train|evaluate|export|predict|visualize|pretrain|average-weights|train-face-clips|ablation}"
+        "usage: keras-emotion {preprocess|train|evaluate|export|predict|visualize|pretrain|average-weights|train-face-clips|ablation|align-images}"
     )
     assert run_command("--help").returncode == 0
 

@@ -40,7 +40,7 @@ from absl import logging as absl_logging  # noqa: E402
 
 COMMANDS = (
     "preprocess", "train", "evaluate", "export", "predict", "visualize", "pretrain", "average-weights", "train-face-clips",
-    "ablation",
+    "ablation", "align-images",
 )
 # The corpora's default location: `../shared/data` of the current folder (the repository root
 # for scripts/run_demo.sh and the README's commands).
