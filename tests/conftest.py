@@ -58,6 +58,27 @@ def write_avi():
 
 
 @pytest.fixture(scope="session")
+def face_pictures(tmp_path_factory) -> pathlib.Path:
+    """Real photographs in class folders (FER2013 layout): happy/astronaut.png (skimage's
+    astronaut), sad/astronaut_mirrored.jpg, and angry/coffee.png, a coffee cup without a face."""
+    import cv2
+    import numpy as np
+    from skimage import data as skimage_data
+
+    root = tmp_path_factory.mktemp("pictures") / "pictures"
+    astronaut = skimage_data.astronaut()
+    pictures = {
+        "happy/astronaut.png": astronaut,
+        "sad/astronaut_mirrored.jpg": np.ascontiguousarray(astronaut[:, ::-1]),
+        "angry/coffee.png": cv2.resize(skimage_data.coffee(), (512, 512)),
+    }
+    for name, image in pictures.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return root
+
+
+@pytest.fixture(scope="session")
 def ck48_tfrecords(ck48_dir, tmp_path_factory) -> str:
     """A directory of ALL of CK+48 preprocessed once per session by `preprocess_corpus`
     (2 workers, detector upsample 0, which finds every CK+48 face at a ninth of the cost):
