@@ -28,9 +28,7 @@ flags.mark_flags_as_required(["input", "output_dir"])
 def main(argv):
     del argv
     try:
-        alignment = read_clip_model_info(FLAGS.model).alignment
-        if alignment is None:
-            raise ValueError(f"model {FLAGS.model!r} records no face alignment (model_info.json \"alignment\": null)")
+        alignment = read_clip_model_info(FLAGS.model).known_alignment(FLAGS.model)
         with OutputDirLock(FLAGS.output_dir, "align-images"):
             progress = ConsoleProgress(task="align-images", unit="images", failed="without a face")
             report = align_image_folder(FLAGS.input, FLAGS.output_dir, alignment, progress)

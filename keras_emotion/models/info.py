@@ -119,6 +119,19 @@ class ModelInfo:
                 f"this model: keras-emotion preprocess --like_model {model} ..."
             )
 
+    def known_alignment(self, model: str) -> AlignmentConfig:
+        """The alignment of this model's training faces, to cut new faces with.
+
+        Raises:
+            ValueError: it records none; the message names `model` (e.g. its folder).
+        """
+        if self.alignment is None:
+            raise ValueError(
+                f"model {model!r} records no face alignment (model_info.json \"alignment\": null): the framing "
+                "to align the faces to is unknown"
+            )
+        return self.alignment
+
     def to_dict(self) -> dict:
         """The JSON object of the module docstring."""
         return {

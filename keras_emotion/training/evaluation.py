@@ -264,12 +264,7 @@ def evaluate_images(
     if not align:
         probabilities = predict_images(model, paths, trained.info.preprocessing, batch_size)
     else:
-        if trained.info.alignment is None:
-            raise ValueError(
-                f"model {trained.path or trained.model.name!r} records no face alignment (model_info.json "
-                '"alignment": null): the framing to align the faces to is unknown'
-            )
-        aligner = FaceAligner(video_alignment(trained.info.alignment))
+        aligner = FaceAligner(video_alignment(trained.info.known_alignment(trained.path or trained.model.name)))
         found, probabilities = predict_aligned_images(
             model, paths, trained.info.preprocessing, aligner, batch_size, progress
         )

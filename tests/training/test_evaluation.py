@@ -521,13 +521,21 @@ def test_aligned_images_get_the_probabilities_predict_gives_the_picture(aligned_
     assert np.abs(np.subtract(as_is_probabilities, [clip["probabilities"] for clip in written["clips"]])).max() > 0.01
 
 
-def test_align_needs_images_and_a_model_that_records_its_alignment(three_class_dir, face_pictures, tmp_path):
+def test_align_needs_images_a_model_that_records_its_alignment_and_a_face(
+    three_class_dir, aligned_model_dir, face_pictures, tmp_path
+):
     with pytest.raises(ValueError) as error:
         evaluate_images(load_trained_model(three_class_dir), str(face_pictures), align=True)
     assert str(error.value) == (
         f"model {three_class_dir!r} records no face alignment (model_info.json \"alignment\": null): "
         "the framing to align the faces to is unknown"
     )
+    no_faces = tmp_path / "no_faces"
+    (no_faces / "angry").mkdir(parents=True)
+    shutil.copy(face_pictures / "angry" / "coffee.png", no_faces / "angry")
+    with pytest.raises(ValueError) as error:
+        evaluate_images(load_trained_model(aligned_model_dir), str(no_faces), align=True)
+    assert str(error.value) == f"{no_faces}: no face found in any of its 1 images"
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "evaluate.py"), f"--model={three_class_dir}",
          f"--data={tmp_path}", "--align", f"--output_dir={tmp_path / 'out'}"],
