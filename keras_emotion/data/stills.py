@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import cv2
 
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, video_alignment
-from keras_emotion.data.video import IMAGE_EXTENSIONS, InputError, read_image
+from keras_emotion.data.video import InputError, is_image_file, read_image
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 
 ALIGN_REPORT = "align_report.json"
@@ -46,7 +46,7 @@ def list_class_images(folder: str) -> list:
         for name in os.listdir(folder)
         if not name.startswith(".") and os.path.isdir(os.path.join(folder, name))
         for image in os.listdir(os.path.join(folder, name))
-        if not image.startswith(".") and os.path.splitext(image)[1].lower() in IMAGE_EXTENSIONS
+        if not image.startswith(".") and is_image_file(image)
     )
     if not images:
         raise InputError(folder, "no class folder with images (<folder>/<class>/<image>)")
