@@ -333,6 +333,18 @@ def fer2013_clips(
     return clips, skipped
 
 
+def corpus_names(folders: Sequence[str]) -> list:
+    """A name for each corpus folder in reports: the folder's own name, or `<parent>/<name>`
+    where two folders share one (e.g. `data/expw` and `aligned/expw`, a corpus as it is and
+    its faces as `align-images` cut them)."""
+    paths = [os.path.normpath(folder) for folder in folders]
+    names = [os.path.basename(path) for path in paths]
+    return [
+        f"{os.path.basename(os.path.dirname(path))}/{name}" if names.count(name) > 1 else name
+        for path, name in zip(paths, names)
+    ]
+
+
 def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:
     """CK+48 sequences as clips, each with its subject-wise fold.
 
@@ -534,12 +546,12 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
     )
     fer_val, _ = fer2013_clips(os.path.join(config.fer2013_dir, "validation"), config.image_size, config.max_per_class)
     extra_sizes = {}
-    for folder in config.extra_image_dirs:
+    for folder, name in zip(config.extra_image_dirs, corpus_names(config.extra_image_dirs)):
         extra, _ = fer2013_clips(
             folder, config.image_size, config.max_per_class, config.holdout_fraction,
             teacher=teacher, teacher_weight=config.teacher_weight,
         )
-        extra_sizes[os.path.basename(os.path.normpath(folder))] = len(extra)
+        extra_sizes[name] = len(extra)
         fer_train = concatenate(fer_train, extra)
     ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
     held_out = np.isin(fold_of_clip, config.held_out_folds)

@@ -218,6 +218,10 @@ def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fe
     weights = str(tmp_path / "backbone.weights.h5")
     backbone = build_backbone("compact", SIZE)
     backbone.save_weights(weights)
+    extra_dirs = [tmp_path / "as_given" / "faces", tmp_path / "aligned" / "faces"]  # one corpus name twice
+    for extra_dir in extra_dirs:
+        extra_dir.parent.mkdir()
+        extra_dir.symlink_to(os.path.join(fer_dir, "validation"))
     config = face_clips.FaceClipsConfig(
         fer2013_dir=fer_dir,
         ck48_dir=ck48_dir,
@@ -230,10 +234,14 @@ def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fe
         ck48_repeats=1,
         held_out_folds=[0, 1],
         max_per_class=20,
+        extra_image_dirs=[str(extra_dir) for extra_dir in extra_dirs],
     )
     report = face_clips.train_face_clips(config, verbose=0)
 
+    extra_size = len(face_clips.fer2013_clips(str(extra_dirs[0]), SIZE, 20, config.holdout_fraction)[0])
+    assert 0 < extra_size < 140
     assert report["train_clips"]["fer2013"] == 140
+    assert report["train_clips"]["as_given/faces"] == report["train_clips"]["aligned/faces"] == extra_size
     assert report["ck48_held_out"]["num_examples"] + report["train_clips"]["ck48"] == len(
         face_clips.ck48_clips(ck48_dir, SIZE, 10, 0)[0]
     )
@@ -245,6 +253,9 @@ def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fe
     trained = load_trained_model(config.output_dir)
     assert trained.info.class_names == list(EMOTIONS)
     assert trained.info.alignment.eye_distance == 0.37
+    assert list(trained.info.training_data) == [
+        "FER2013 train", "CK+48", "as_given/faces (held-out part excluded)", "aligned/faces (held-out part excluded)"
+    ]
     loaded_backbone = trained.model.get_layer("backbone")
     for before, after in zip(backbone.weights, loaded_backbone.weights):
         np.testing.assert_allclose(after.numpy(), before.numpy().astype(np.float16), rtol=1e-3, atol=1e-4)
