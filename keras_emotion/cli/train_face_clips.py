@@ -44,6 +44,9 @@ flags.DEFINE_integer("ck48_repeats", FaceClipsConfig.ck48_repeats, "Times each C
 flags.DEFINE_integer("cached_views", FaceClipsConfig.cached_views,
                      "0: augment images every step; 1..4: train the head on cached backbone maps of that many fixed views.")
 flags.DEFINE_string("cache_dir", None, "Folder of the cached maps (default: <output_dir>/feature_cache).")
+flags.DEFINE_list(
+    "ck48_scored_dirs", [], "Other cuts of --ck48_dir's sequences (e.g. CK+48 as it is) whose held-out clips are scored too."
+)
 flags.DEFINE_list("extra_image_dirs", [], "More class-folder corpora (ExpW, SFEW) as 1-frame clips, minus their held-out part.")
 flags.DEFINE_float("holdout_fraction", FaceClipsConfig.holdout_fraction, "Part of each extra corpus held out (as in pre-training).")
 flags.DEFINE_integer("fine_tune_blocks", FaceClipsConfig.fine_tune_blocks,

@@ -118,6 +118,9 @@ class FaceClipsConfig:
         ck48_repeats: times each CK+48 training clip appears in a pass (FER2013 has ~100x more).
         folds: CK+48 subject-wise folds.
         held_out_folds: CK+48 folds left out of training and evaluated at the end.
+        ck48_scored_dirs: other cuts of the same CK+48 sequences (e.g. CK+48 as it is, beside
+            a `ck48_dir` of faces as `align-images` cut them) whose held-out clips are scored
+            too; they must split into the same subject folds.
         min_crop_fraction, brightness_delta, contrast_range: augmentation (`pretrain.augment`).
         seed: seed of initialisation, fold split, shuffling and augmentation.
         max_per_class: if set, at most this many FER2013 images per class and split (quick runs).
@@ -163,6 +166,7 @@ class FaceClipsConfig:
     ck48_repeats: int = 10
     folds: int = 10
     held_out_folds: Sequence[int] = ()
+    ck48_scored_dirs: tuple = ()
     min_crop_fraction: float = 0.85
     brightness_delta: float = 25.0
     contrast_range: tuple = (0.8, 1.2)
@@ -365,6 +369,24 @@ def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:
     return FaceClips(frames, starts, lengths, labels), fold_of_clip, skipped
 
 
+def held_out_ck48_clips(config: FaceClipsConfig, folder: str, fold_of_training_clip: np.ndarray) -> FaceClips:
+    """The clips of `config.held_out_folds` in `folder`, another cut of `config.ck48_dir`'s
+    sequences (`fold_of_training_clip`: the fold of each of that folder's clips).
+
+    Raises:
+        InputError: naming `folder` where its clips fall into other subject folds.
+    """
+    clips, fold_of_clip, _ = ck48_clips(folder, config.image_size, config.folds, config.seed)
+    clips_per_fold = np.bincount(fold_of_clip, minlength=config.folds).tolist()
+    expected = np.bincount(fold_of_training_clip, minlength=config.folds).tolist()
+    if clips_per_fold != expected:
+        raise InputError(
+            folder, f"its CK+48 clips per subject fold {clips_per_fold} differ from those of {config.ck48_dir} "
+            f"{expected}: not a cut of the same sequences"
+        )
+    return clips.subset(np.flatnonzero(np.isin(fold_of_clip, config.held_out_folds)))
+
+
 def concatenate(first: FaceClips, second: FaceClips) -> FaceClips:
     """The clips of `first`, then those of `second` (with targets if either has them)."""
     targets = None
@@ -556,6 +578,10 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
     ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
     held_out = np.isin(fold_of_clip, config.held_out_folds)
     ck48_test = ck48.subset(np.flatnonzero(held_out))
+    ck48_scored = {
+        name: held_out_ck48_clips(config, folder, fold_of_clip)
+        for folder, name in zip(config.ck48_scored_dirs, corpus_names(config.ck48_scored_dirs))
+    }
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.model_config())
     backbone = model.get_layer(BACKBONE_NAME)
@@ -623,6 +649,7 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         "fer2013_validation": evaluate_clips(model, fer_val),
         "ck48_held_out": evaluate_clips(model, ck48_test) if len(ck48_test) else None,
         "ck48_held_out_folds": list(config.held_out_folds),
+        "ck48_held_out_scored": {name: evaluate_clips(model, clips) for name, clips in ck48_scored.items() if len(clips)},
     }
     write_json_atomically(os.path.join(config.output_dir, REPORT_FILE), report)
     run.finish()
@@ -657,6 +684,10 @@ def cross_validate(config: FaceClipsConfig, verbose="auto", log=print) -> dict:
         "ck48_held_out_accuracy": mean_std([report["ck48_held_out"]["accuracy"] for report in reports]),
         "ck48_held_out_uar": mean_std([report["ck48_held_out"]["unweighted_average_recall"] for report in reports]),
         "ck48_held_out_clips": [report["ck48_held_out"]["num_examples"] for report in reports],
+        "ck48_held_out_scored_accuracy": {
+            name: mean_std([report["ck48_held_out_scored"][name]["accuracy"] for report in reports])
+            for name in corpus_names(config.ck48_scored_dirs)
+        },
         "fer2013_validation_accuracy": mean_std([report["fer2013_validation"]["accuracy"] for report in reports]),
     }
     write_json_atomically(os.path.join(config.output_dir, CROSS_VALIDATION_FILE), summary)

@@ -3,6 +3,7 @@ and a short training run of the shipped model's recipe."""
 
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -267,11 +268,13 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
     config = face_clips.FaceClipsConfig(
         fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "cv"),
         backbone="compact", image_size=SIZE, epochs=1, batch_size=32, ck48_repeats=1, folds=2, max_per_class=5,
+        ck48_scored_dirs=(ck48_dir,),
     )
     lines = []
     summary = face_clips.cross_validate(config, verbose=0, log=lines.append)
     assert sum(summary["ck48_held_out_clips"]) == len(face_clips.ck48_clips(ck48_dir, SIZE, 2, 0)[0])
     accuracies = summary["ck48_held_out_accuracy"]["per_fold"]
+    assert summary["ck48_held_out_scored_accuracy"]["CK+48"]["per_fold"] == accuracies  # the same clips, scored again
     assert summary["ck48_held_out_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
     assert summary["ck48_held_out_accuracy"]["std"] == pytest.approx(np.std(accuracies))
     assert len(lines) == 2 and lines[0].startswith("fold 0: CK+48 held-out accuracy")
@@ -281,6 +284,26 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
     again = face_clips.cross_validate(config, verbose=0, log=lambda line: None)
     assert os.path.getmtime(os.path.join(config.output_dir, "fold0", "model.float16.npz")) == modified
     assert again["ck48_held_out_clips"] == summary["ck48_held_out_clips"]
+
+
+def test_a_scored_ck48_folder_must_split_into_the_same_subject_folds(tmp_path, fer_dir, ck48_dir):
+    shorter = tmp_path / "CK+48"
+    shutil.copytree(ck48_dir, shorter)
+    first_happy_clip = sorted(os.listdir(shorter / "happy"))[:3]
+    for name in first_happy_clip:
+        os.remove(shorter / "happy" / name)
+    config = face_clips.FaceClipsConfig(
+        fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights="unused.weights.h5", output_dir=str(tmp_path / "out"),
+        backbone="compact", image_size=SIZE, held_out_folds=[0], max_per_class=5, ck48_scored_dirs=(str(shorter),),
+    )
+    expected = np.bincount(face_clips.ck48_clips(ck48_dir, SIZE, 10, 0)[1]).tolist()
+    shorter_folds = np.bincount(face_clips.ck48_clips(str(shorter), SIZE, 10, 0)[1], minlength=10).tolist()
+    with pytest.raises(InputError) as raised:
+        face_clips.train_face_clips(config, verbose=0)
+    assert str(raised.value) == (
+        f"{shorter}: its CK+48 clips per subject fold {shorter_folds} differ from those of {ck48_dir} {expected}: "
+        "not a cut of the same sequences"
+    )
 
 
 def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_path, fer_dir, ck48_dir):
