@@ -25,32 +25,12 @@ from typing import Callable, Optional
 import cv2
 
 from keras_emotion.data.faces import AlignmentConfig, FaceAligner, video_alignment
-from keras_emotion.data.video import InputError, is_image_file, read_image
+from keras_emotion.data.image_folders import list_class_images
+from keras_emotion.data.video import InputError, read_image
 from keras_emotion.files import atomic_write, read_json, write_json_atomically
 
 ALIGN_REPORT = "align_report.json"
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
-
-
-def list_class_images(folder: str) -> list:
-    """The image files of the class folders of `folder`, as paths relative to it
-    (`<class>/<name>`), sorted.
-
-    Raises:
-        InputError: `folder` is missing or holds no class folder with an image.
-    """
-    if not os.path.isdir(folder):
-        raise InputError(folder, "image folder is missing")
-    images = sorted(
-        f"{name}/{image}"
-        for name in os.listdir(folder)
-        if not name.startswith(".") and os.path.isdir(os.path.join(folder, name))
-        for image in os.listdir(os.path.join(folder, name))
-        if not image.startswith(".") and is_image_file(image)
-    )
-    if not images:
-        raise InputError(folder, "no class folder with images (<folder>/<class>/<image>)")
-    return images
 
 
 def align_image_folder(

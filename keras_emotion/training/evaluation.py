@@ -52,6 +52,7 @@ from keras_emotion.data.emotions import match_class_names
 from keras_emotion.data.integrity import verify_shards
 from keras_emotion.data.manifest import manifest_path, read_manifest
 from keras_emotion.data.faces import FaceAligner, video_alignment
+from keras_emotion.data.image_folders import list_matched_images
 from keras_emotion.data.model_input import aligned_still_clips, still_image_clips
 from keras_emotion.data.pipeline import build_clip_id_dataset, build_dataset, list_shards
 from keras_emotion.files import read_json
@@ -60,7 +61,7 @@ from keras_emotion.models.fer_peer import FER_PEER, load_fer_peer
 from keras_emotion.models.info import Preprocessing
 from keras_emotion.models.saving import TrainedModel, load_trained_model
 from keras_emotion.training.metrics import classification_report, plot_confusion_matrix, save_report_json
-from keras_emotion.training.pretrain import held_out_part, list_matched_images
+from keras_emotion.training.pretrain import held_out_part
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -233,7 +234,7 @@ def evaluate_images(
     Args:
         trained: a model from `models.saving.load_trained_model` (or built the same way).
         images: a folder `<images>/<class>/<image>` (FER2013 layout); folders are matched to the
-            model's classes (`pretrain.list_matched_images`), the others skipped.
+            model's classes (`image_folders.list_matched_images`), the others skipped.
         batch_size: images per batch.
         held_out_fraction: if set, only the images that backbone pre-training holds out of an
             extra corpus with this `holdout_fraction` (`pretrain.held_out_part`).

@@ -65,6 +65,7 @@ import tensorflow as tf
 from keras_emotion.data.datasets import list_ck48, split_by_subject
 from keras_emotion.data.emotions import EMOTIONS, match_class_names
 from keras_emotion.data.faces import AlignmentConfig
+from keras_emotion.data.image_folders import corpus_names, list_matched_images
 from keras_emotion.data.model_input import decode_images
 from keras_emotion.data.video import InputError
 from keras_emotion.files import read_json, write_json_atomically
@@ -83,7 +84,7 @@ from keras_emotion.training.callbacks import read_history
 from keras_emotion.training.evaluation import load_evaluation
 from keras_emotion.training.metrics import classification_report
 from keras_emotion.training.optimizers import warmup_cosine_adamw
-from keras_emotion.training.pretrain import augment, ferplus_targets, held_out_part, list_matched_images
+from keras_emotion.training.pretrain import augment, ferplus_targets, held_out_part
 from keras_emotion.models.saving import save_float16_weights
 from keras_emotion.training.run_folder import RunFolder
 from keras_emotion.training.task import probabilities_model
@@ -335,18 +336,6 @@ def fer2013_clips(
     starts = np.arange(len(paths), dtype=np.int32)
     clips = FaceClips(decode_images(paths, image_size), starts, np.ones(len(paths), np.int32), labels, targets)
     return clips, skipped
-
-
-def corpus_names(folders: Sequence[str]) -> list:
-    """A name for each corpus folder in reports: the folder's own name, or `<parent>/<name>`
-    where two folders share one (e.g. `data/expw` and `aligned/expw`, a corpus as it is and
-    its faces as `align-images` cut them)."""
-    paths = [os.path.normpath(folder) for folder in folders]
-    names = [os.path.basename(path) for path in paths]
-    return [
-        f"{os.path.basename(os.path.dirname(path))}/{name}" if names.count(name) > 1 else name
-        for path, name in zip(paths, names)
-    ]
 
 
 def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:

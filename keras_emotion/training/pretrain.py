@@ -47,9 +47,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_emotion.data.emotions import canonical_emotion, match_class_names
+from keras_emotion.data.emotions import canonical_emotion
 from keras_emotion.data.model_input import decode_images
-from keras_emotion.data.video import IMAGE_EXTENSIONS, InputError, is_image_file
+from keras_emotion.data.image_folders import corpus_names, list_class_folders, list_image_files, list_matched_images
+from keras_emotion.data.video import InputError
 from keras_emotion.files import atomic_write, write_json_atomically
 from keras_emotion.models.backbones import KERAS3_WEIGHTS_SUFFIX, build_backbone
 from keras_emotion.models.builder import backbone_variables, head_variables
@@ -197,87 +198,6 @@ class PretrainResult:
     weights_path: str
     report_path: str
     report: dict
-
-
-def list_class_folders(split_dir: str) -> list:
-    """The class names of an image-classification split: its sub-folders, sorted.
-
-    Raises:
-        InputError: `split_dir` is missing, not a folder, or has no class sub-folders.
-    """
-    if not os.path.isdir(split_dir):
-        raise InputError(split_dir, "image folder is missing")
-    class_names = sorted(
-        name for name in os.listdir(split_dir)
-        if not name.startswith(".") and os.path.isdir(os.path.join(split_dir, name))
-    )
-    if not class_names:
-        raise InputError(split_dir, "image folder is empty: expected one sub-folder of images per class")
-    return class_names
-
-
-def list_image_files(
-    split_dir: str, class_names: Sequence[str], max_per_class: Optional[int] = None
-) -> tuple:
-    """The image files of each class folder `split_dir/<class>`, sorted by name.
-
-    Args:
-        split_dir: the split folder.
-        class_names: E classes; class i is `split_dir/class_names[i]`.
-        max_per_class: if set, the first this-many files of each class.
-
-    Returns:
-        (paths, labels): n file paths and an int32 (n,) array of their class indices.
-
-    Raises:
-        InputError: naming a class folder that is missing or holds no image files.
-    """
-    paths, labels = [], []
-    for label, name in enumerate(class_names):
-        class_dir = os.path.join(split_dir, name)
-        if not os.path.isdir(class_dir):
-            raise InputError(class_dir, f"class folder is missing (classes: {list(class_names)})")
-        files = sorted(
-            file for file in os.listdir(class_dir)
-            if not file.startswith(".") and is_image_file(file)
-        )[:max_per_class]
-        if not files:
-            raise InputError(class_dir, f"class folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        paths += [os.path.join(class_dir, file) for file in files]
-        labels += [label] * len(files)
-    return paths, np.asarray(labels, np.int32)
-
-
-def list_matched_images(
-    split_dir: str, class_names: Sequence[str], max_per_class: Optional[int] = None
-) -> tuple:
-    """The image files of the class folders of `split_dir` that match `class_names`
-    (`emotions.match_class_names`: case-insensitive, synonyms such as "anger" for "angry").
-
-    Args:
-        split_dir: a folder of class folders `<class>/<image>`.
-        class_names: E classes to match the folders to (a model's classes).
-        max_per_class: if set, the first this-many files of each matched folder.
-
-    Returns:
-        (paths, labels, skipped): n file paths, in sorted folder then file order; an int32 (n,)
-        array of their indices into `class_names`; the folders that match no class, sorted.
-
-    Raises:
-        InputError: `split_dir` is missing or has no class folders, or a matched folder holds
-            no images.
-        ValueError: two folders match the same class, or no folder matches any class.
-    """
-    folders = list_class_folders(split_dir)
-    class_of_folder, skipped = match_class_names(folders, class_names)
-    if not class_of_folder:
-        raise ValueError(
-            f"no class folder of {split_dir} matches the model's classes {list(class_names)} (folders: {folders})"
-        )
-    kept = [folders[index] for index in sorted(class_of_folder)]
-    paths, folder_labels = list_image_files(split_dir, kept, max_per_class)
-    labels = np.array([class_of_folder[folders.index(kept[label])] for label in folder_labels], np.int32)
-    return paths, labels, skipped
 
 
 def load_split(
@@ -576,12 +496,12 @@ def _pretrain_in_locked_dir(config: PretrainConfig, run: RunFolder, callbacks, v
     )
     held_out = {"fer2013": val_split}
     extra_train = []
-    for folder in config.extra_data_dirs:
-        trained_part, held_out_part = load_extra_split(
+    for folder, name in zip(config.extra_data_dirs, corpus_names(config.extra_data_dirs)):
+        trained_part, held_out_split = load_extra_split(
             folder, train_split.class_names, config.image_size, config.holdout_fraction, config.max_per_class
         )
         extra_train.append(trained_part)
-        held_out[os.path.basename(os.path.normpath(folder))] = held_out_part
+        held_out[name] = held_out_split
     if extra_train:
         train_split = ImageSplit.concatenate([train_split, *extra_train])
     steps_per_epoch = len(train_split.labels) // config.batch_size

@@ -77,4 +77,4 @@ def test_the_command_aligns_with_the_shipped_models_alignment(face_pictures, tmp
     empty.mkdir()
     ran = subprocess.run(command[:2] + [f"--input={empty}", f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 1
-    assert f"{empty}: no class folder with images (<folder>/<class>/<image>)" in ran.stderr
+    assert f"{empty}: image folder is empty: expected one sub-folder of images per class" in ran.stderr

@@ -11,13 +11,14 @@ import pytest
 import tensorflow as tf
 
 from keras_emotion.data.emotions import EMOTIONS
+from keras_emotion.data.image_folders import list_matched_images
 from keras_emotion.data.video import InputError
 from keras_emotion.models.backbones import build_backbone
 from keras_emotion.training import face_clips
 from keras_emotion.training.callbacks import backup_name
 from keras_emotion.training.run_folder import RunFolder
 from keras_emotion.testing import ferplus_reference_targets
-from keras_emotion.training.pretrain import is_held_out, list_matched_images
+from keras_emotion.training.pretrain import is_held_out
 from keras_emotion.models.saving import load_trained_model
 
 SIZE = 32
