@@ -33,6 +33,9 @@ learning rate (1e-5 against 0.1 for the head) barely moves a backbone either.
 CK+48 subjects are split into `folds` subject-wise folds (seeded); the folds in
 `held_out_folds` are left out of training and evaluated at the end, so that a run with
 held-out folds measures accuracy on unseen subjects and a run without trains on all of them.
+`ck48_scored_dirs` scores the same held-out subjects in other cuts of the sequences too (a
+`ck48_dir` of faces as `align-images` cuts them, scored as well on CK+48 as it is, or the
+reverse), so that two recipes trained on different cuts compare on both.
 The epoch with the best FER2013 validation accuracy is kept.
 
 Files under `output_dir` (a `run_folder.RunFolder`, locked while the run goes on):
