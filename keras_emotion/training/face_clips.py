@@ -653,6 +653,10 @@ def cross_validate(config: FaceClipsConfig, verbose="auto", log=print) -> dict:
 
     Returns:
         The summary written to `output_dir/cross_validation.json`.
+
+    Raises:
+        InputError: naming the report.json of a fold done before that did not score one of
+            `ck48_scored_dirs`.
     """
     reports = []
     for fold in range(config.folds):
@@ -664,6 +668,9 @@ def cross_validate(config: FaceClipsConfig, verbose="auto", log=print) -> dict:
         )
         report_path = os.path.join(fold_config.output_dir, REPORT_FILE)
         report = read_json(report_path) if os.path.exists(report_path) else train_face_clips(fold_config, verbose)
+        unscored = sorted(set(corpus_names(config.ck48_scored_dirs)) - set(report.get("ck48_held_out_scored", {})))
+        if unscored:
+            raise InputError(report_path, f"this fold was run without scoring {unscored} (ck48_scored_dirs): use another output_dir")
         held_out = report["ck48_held_out"]
         log(f"fold {fold}: CK+48 held-out accuracy {held_out['accuracy']:.4f} ({held_out['num_examples']} clips)")
         reports.append(report)

@@ -1,6 +1,7 @@
 """Tests of keras_emotion.training.face_clips: FER2013 images and CK+48 sequences as clips,
 and a short training run of the shipped model's recipe."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -285,6 +286,14 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
     again = face_clips.cross_validate(config, verbose=0, log=lambda line: None)
     assert os.path.getmtime(os.path.join(config.output_dir, "fold0", "model.float16.npz")) == modified
     assert again["ck48_held_out_clips"] == summary["ck48_held_out_clips"]
+    aligned = tmp_path / "aligned_ck48"  # another cut, not scored by the folds done
+    shutil.copytree(ck48_dir, aligned)
+    with pytest.raises(InputError) as raised:
+        face_clips.cross_validate(dataclasses.replace(config, ck48_scored_dirs=(ck48_dir, str(aligned))), verbose=0)
+    assert str(raised.value) == (
+        f"{os.path.join(config.output_dir, 'fold0', 'report.json')}: this fold was run without scoring "
+        "['aligned_ck48'] (ck48_scored_dirs): use another output_dir"
+    )
 
 
 def test_a_scored_ck48_folder_must_split_into_the_same_subject_folds(tmp_path, fer_dir, ck48_dir):
