@@ -417,11 +417,10 @@ def paired_comparison(report: dict, baseline: dict) -> dict:
     def right(clips: dict) -> np.ndarray:
         return np.array([clips[clip_id]["predicted"] == clips[clip_id]["label"] for clip_id in clip_ids], np.float64)
 
-    labels = np.array([ours[clip_id]["label"] for clip_id in clip_ids])
-
     def unweighted_average_recall(clips: dict) -> float:
-        correct = right(clips)
-        return float(np.mean([np.mean(correct[labels == label]) for label in np.unique(labels)]))
+        names = sorted({clips[clip_id][key] for clip_id in clip_ids for key in ("label", "predicted")})
+        labels, predicted = ([names.index(clips[clip_id][key]) for clip_id in clip_ids] for key in ("label", "predicted"))
+        return classification_report(labels, predicted, names)["unweighted_average_recall"]
 
     differences = right(ours) - right(theirs)
     count = differences.size
