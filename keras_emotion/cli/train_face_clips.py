@@ -47,6 +47,8 @@ flags.DEFINE_string("cache_dir", None, "Folder of the cached maps (default: <out
 flags.DEFINE_list(
     "ck48_scored_dirs", [], "Other cuts of --ck48_dir's sequences (e.g. CK+48 as it is) whose held-out clips are scored too."
 )
+flags.DEFINE_bool("ck48_train_scored_dirs", FaceClipsConfig.ck48_train_scored_dirs,
+                  "Train on the training subjects' clips of --ck48_scored_dirs too (CK+48 in several cuts).")
 flags.DEFINE_list("extra_image_dirs", [], "More class-folder corpora (ExpW, SFEW) as 1-frame clips, minus their held-out part.")
 flags.DEFINE_float("holdout_fraction", FaceClipsConfig.holdout_fraction, "Part of each extra corpus held out (as in pre-training).")
 flags.DEFINE_integer("fine_tune_blocks", FaceClipsConfig.fine_tune_blocks,

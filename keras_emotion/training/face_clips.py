@@ -35,7 +35,9 @@ CK+48 subjects are split into `folds` subject-wise folds (seeded); the folds in
 held-out folds measures accuracy on unseen subjects and a run without trains on all of them.
 `ck48_scored_dirs` scores the same held-out subjects in other cuts of the sequences too (a
 `ck48_dir` of faces as `align-images` cuts them, scored as well on CK+48 as it is, or the
-reverse), so that two recipes trained on different cuts compare on both.
+reverse), so that two recipes trained on different cuts compare on both; with
+`ck48_train_scored_dirs` the training subjects' clips of those cuts are trained on as well (the
+held-out subjects stay out of every cut).
 The epoch with the best FER2013 validation accuracy is kept.
 
 Files under `output_dir` (a `run_folder.RunFolder`, locked while the run goes on):
@@ -58,6 +60,7 @@ of the held-out accuracy and UAR, and of FER2013 validation accuracy. Folds alre
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Optional, Sequence
 
@@ -125,6 +128,8 @@ class FaceClipsConfig:
         ck48_scored_dirs: other cuts of the same CK+48 sequences (e.g. CK+48 as it is, beside
             a `ck48_dir` of faces as `align-images` cut them) whose held-out clips are scored
             too; they must split into the same subject folds.
+        ck48_train_scored_dirs: the training subjects' clips of `ck48_scored_dirs` are
+            trained on too, each `ck48_repeats` times a pass (CK+48 in several cuts).
         min_crop_fraction, brightness_delta, contrast_range: augmentation (`pretrain.augment`).
         seed: seed of initialisation, fold split, shuffling and augmentation.
         max_per_class: if set, at most this many FER2013 images per class and split (quick runs).
@@ -171,6 +176,7 @@ class FaceClipsConfig:
     folds: int = 10
     held_out_folds: Sequence[int] = ()
     ck48_scored_dirs: tuple = ()
+    ck48_train_scored_dirs: bool = False
     min_crop_fraction: float = 0.85
     brightness_delta: float = 25.0
     contrast_range: tuple = (0.8, 1.2)
@@ -361,9 +367,12 @@ def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:
     return FaceClips(frames, starts, lengths, labels), fold_of_clip, skipped
 
 
-def held_out_ck48_clips(config: FaceClipsConfig, folder: str, fold_of_training_clip: np.ndarray) -> FaceClips:
-    """The clips of `config.held_out_folds` in `folder`, another cut of `config.ck48_dir`'s
-    sequences (`fold_of_training_clip`: the fold of each of that folder's clips).
+def ck48_cut_clips(config: FaceClipsConfig, folder: str, fold_of_training_clip: np.ndarray) -> tuple:
+    """`ck48_clips` of `folder`, another cut of `config.ck48_dir`'s sequences
+    (`fold_of_training_clip`: the fold of each of that folder's clips).
+
+    Returns:
+        (clips, fold_of_clip) as `ck48_clips` returns them.
 
     Raises:
         InputError: naming `folder` where its clips fall into other subject folds.
@@ -376,7 +385,15 @@ def held_out_ck48_clips(config: FaceClipsConfig, folder: str, fold_of_training_c
             folder, f"its CK+48 clips per subject fold {clips_per_fold} differ from those of {config.ck48_dir} "
             f"{expected}: not a cut of the same sequences"
         )
-    return clips.subset(np.flatnonzero(np.isin(fold_of_clip, config.held_out_folds)))
+    return clips, fold_of_clip
+
+
+def ck48_training_data(config: FaceClipsConfig) -> str:
+    """How model_info's training_data names the CK+48 clips trained on: "CK+48", or with
+    `ck48_train_scored_dirs` "CK+48 (<cut>, <cut>, ...)" naming each folder's cut."""
+    if not config.ck48_train_scored_dirs:
+        return "CK+48"
+    return f"CK+48 ({', '.join(corpus_names([config.ck48_dir, *config.ck48_scored_dirs]))})"
 
 
 def concatenate(first: FaceClips, second: FaceClips) -> FaceClips:
@@ -568,12 +585,17 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         extra_sizes[name] = len(extra)
         fer_train = concatenate(fer_train, extra)
     ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
+    ck48_test = ck48.subset(np.flatnonzero(np.isin(fold_of_clip, config.held_out_folds)))
+    ck48_scored = {}
+    cuts = [(ck48, fold_of_clip)]
+    for folder, name in zip(config.ck48_scored_dirs, corpus_names(config.ck48_scored_dirs)):
+        cut, fold_of_cut_clip = ck48_cut_clips(config, folder, fold_of_clip)
+        ck48_scored[name] = cut.subset(np.flatnonzero(np.isin(fold_of_cut_clip, config.held_out_folds)))
+        cuts.append((cut, fold_of_cut_clip))
+    if config.ck48_train_scored_dirs:
+        ck48 = functools.reduce(concatenate, [cut for cut, _ in cuts])
+        fold_of_clip = np.concatenate([folds for _, folds in cuts])
     held_out = np.isin(fold_of_clip, config.held_out_folds)
-    ck48_test = ck48.subset(np.flatnonzero(held_out))
-    ck48_scored = {
-        name: held_out_ck48_clips(config, folder, fold_of_clip)
-        for folder, name in zip(config.ck48_scored_dirs, corpus_names(config.ck48_scored_dirs))
-    }
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.model_config())
     backbone = model.get_layer(BACKBONE_NAME)
@@ -629,7 +651,7 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         num_frames=VIDEO_FRAMES,
         model_config=dataclasses.replace(config.model_config(), backbone_weights=None),
         alignment=dataclasses.replace(SHIPPED_ALIGNMENT, output_size=config.image_size),
-        training_data=["FER2013 train", "CK+48", *[f"{name} (held-out part excluded)" for name in extra_sizes]],
+        training_data=["FER2013 train", ck48_training_data(config), *[f"{name} (held-out part excluded)" for name in extra_sizes]],
         keras_version=keras.__version__,
     )
     save_float16_weights(model, config.output_dir, info)

@@ -2,6 +2,7 @@
 and a short training run of the shipped model's recipe."""
 
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -294,6 +295,29 @@ def test_cross_validation_holds_out_each_fold_once_and_skips_folds_done(tmp_path
         f"{os.path.join(config.output_dir, 'fold0', 'report.json')}: this fold was run without scoring "
         "['aligned_ck48'] (ck48_scored_dirs): use another output_dir"
     )
+
+
+def test_training_on_the_scored_cuts_adds_their_training_subjects_only(tmp_path, fer_dir, ck48_dir):
+    mirrored = tmp_path / "mirrored_ck48"  # another cut of the same sequences
+    for image_path in glob.glob(os.path.join(ck48_dir, "*", "*.png")):
+        target = mirrored / os.path.relpath(image_path, ck48_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), cv2.flip(cv2.imread(image_path), 1))
+    weights = str(tmp_path / "backbone.weights.h5")
+    build_backbone("compact", SIZE).save_weights(weights)
+    config = face_clips.FaceClipsConfig(
+        fer2013_dir=fer_dir, ck48_dir=ck48_dir, backbone_weights=weights, output_dir=str(tmp_path / "out"),
+        backbone="compact", image_size=SIZE, epochs=1, batch_size=32, ck48_repeats=1, held_out_folds=[0, 3],
+        max_per_class=5, ck48_scored_dirs=(str(mirrored),), ck48_train_scored_dirs=True,
+    )
+    report = face_clips.train_face_clips(config, verbose=0)
+
+    _, fold_of_clip, _ = face_clips.ck48_clips(ck48_dir, SIZE, 10, 0)
+    held_out = int(np.isin(fold_of_clip, [0, 3]).sum())
+    assert report["ck48_held_out"]["num_examples"] == report["ck48_held_out_scored"]["mirrored_ck48"]["num_examples"]
+    assert report["ck48_held_out"]["num_examples"] == held_out
+    assert report["train_clips"]["ck48"] == 2 * (len(fold_of_clip) - held_out)
+    assert load_trained_model(config.output_dir).info.training_data[1] == "CK+48 (CK+48, mirrored_ck48)"
 
 
 def test_a_scored_ck48_folder_must_split_into_the_same_subject_folds(tmp_path, fer_dir, ck48_dir):
