@@ -369,7 +369,7 @@ def ck48_clips(root: str, image_size: int, folds: int, seed: int) -> tuple:
 
 def ck48_cut_clips(config: FaceClipsConfig, folder: str, fold_of_training_clip: np.ndarray) -> tuple:
     """`ck48_clips` of `folder`, another cut of `config.ck48_dir`'s sequences
-    (`fold_of_training_clip`: the fold of each of that folder's clips).
+    (`fold_of_training_clip`: the fold of each of `config.ck48_dir`'s clips).
 
     Returns:
         (clips, fold_of_clip) as `ck48_clips` returns them.
