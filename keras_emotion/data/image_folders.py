@@ -21,14 +21,14 @@ def class_image_names(class_dir: str) -> list:
     return sorted(name for name in os.listdir(class_dir) if not name.startswith(".") and is_image_file(name))
 
 
-def corpus_names(folders: Sequence[str]) -> list:
+def corpus_names(folders: Sequence[str], with_parents: bool = False) -> list:
     """A name for each corpus folder in reports: the folder's own name, or `<parent>/<name>`
     where two folders share one (e.g. `data/expw` and `aligned/expw`, a corpus as it is and
-    its faces as `align-images` cut them)."""
+    its faces as `align-images` cut them) or with `with_parents`."""
     paths = [os.path.normpath(folder) for folder in folders]
     names = [os.path.basename(path) for path in paths]
     return [
-        f"{os.path.basename(os.path.dirname(path))}/{name}" if names.count(name) > 1 else name
+        f"{os.path.basename(os.path.dirname(path))}/{name}" if with_parents or names.count(name) > 1 else name
         for path, name in zip(paths, names)
     ]
 

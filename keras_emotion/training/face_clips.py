@@ -390,10 +390,10 @@ def ck48_cut_clips(config: FaceClipsConfig, folder: str, fold_of_training_clip: 
 
 def ck48_training_data(config: FaceClipsConfig) -> str:
     """How model_info's training_data names the CK+48 clips trained on: "CK+48", or with
-    `ck48_train_scored_dirs` "CK+48 (<cut>, <cut>, ...)" naming each folder's cut."""
+    `ck48_train_scored_dirs` "CK+48 (<parent>/<cut>, ...)" naming each cut's folder."""
     if not config.ck48_train_scored_dirs:
         return "CK+48"
-    return f"CK+48 ({', '.join(corpus_names([config.ck48_dir, *config.ck48_scored_dirs]))})"
+    return f"CK+48 ({', '.join(corpus_names([config.ck48_dir, *config.ck48_scored_dirs], with_parents=True))})"
 
 
 def concatenate(first: FaceClips, second: FaceClips) -> FaceClips:

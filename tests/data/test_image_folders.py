@@ -13,6 +13,9 @@ def test_corpora_of_one_folder_name_are_told_apart_by_their_parent():
         "data/expw", "aligned/expw", "sfew2"
     ]
     assert corpus_names(["../shared/data/expw", "../shared/data/sfew2"]) == ["expw", "sfew2"]
+    assert corpus_names(["runs/aligned/ck48", "../shared/data/ck48/CK+48"], with_parents=True) == [
+        "aligned/ck48", "ck48/CK+48"
+    ]
 
 
 def test_class_images_are_listed_by_class_then_name_passing_over_other_files(tmp_path):
