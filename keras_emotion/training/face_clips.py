@@ -208,6 +208,8 @@ class FaceClipsConfig:
             raise ValueError(f"mixup_alpha={self.mixup_alpha}; expected >= 0 (0: no mixup)")
         if self.teacher_weight > 0 and not self.teacher_evaluations:
             raise ValueError(f"teacher_weight={self.teacher_weight} needs teacher_evaluations")
+        if self.ck48_train_scored_dirs and not self.ck48_scored_dirs:
+            raise ValueError("ck48_train_scored_dirs needs ck48_scored_dirs: the other CK+48 cuts to train on")
         if self.fine_tune_blocks and not self.cached_views:
             raise ValueError(
                 f"fine_tune_blocks={self.fine_tune_blocks} needs cached_views: the blocks below them run once, on cached views"

@@ -317,7 +317,11 @@ def test_training_on_the_scored_cuts_adds_their_training_subjects_only(tmp_path,
     assert report["ck48_held_out"]["num_examples"] == report["ck48_held_out_scored"]["mirrored_ck48"]["num_examples"]
     assert report["ck48_held_out"]["num_examples"] == held_out
     assert report["train_clips"]["ck48"] == 2 * (len(fold_of_clip) - held_out)
-    assert load_trained_model(config.output_dir).info.training_data[1] == f"CK+48 (ck48/CK+48, {tmp_path.name}/mirrored_ck48)"
+    training_data = load_trained_model(config.output_dir).info.training_data
+    assert training_data[1] == f"CK+48 (ck48/CK+48, {tmp_path.name}/mirrored_ck48)"
+    with pytest.raises(ValueError) as raised:
+        dataclasses.replace(config, ck48_scored_dirs=())
+    assert str(raised.value) == "ck48_train_scored_dirs needs ck48_scored_dirs: the other CK+48 cuts to train on"
 
 
 def test_a_scored_ck48_folder_must_split_into_the_same_subject_folds(tmp_path, fer_dir, ck48_dir):
