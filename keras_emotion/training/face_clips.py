@@ -587,12 +587,16 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         extra_sizes[name] = len(extra)
         fer_train = concatenate(fer_train, extra)
     ck48, fold_of_clip, ck48_skipped = ck48_clips(config.ck48_dir, config.image_size, config.folds, config.seed)
-    ck48_test = ck48.subset(np.flatnonzero(np.isin(fold_of_clip, config.held_out_folds)))
+
+    def held_out_clips(clips: FaceClips, fold_of_clip: np.ndarray) -> FaceClips:
+        return clips.subset(np.flatnonzero(np.isin(fold_of_clip, config.held_out_folds)))
+
+    ck48_test = held_out_clips(ck48, fold_of_clip)
     ck48_scored = {}
     cuts = [(ck48, fold_of_clip)]
     for folder, name in zip(config.ck48_scored_dirs, corpus_names(config.ck48_scored_dirs)):
         cut, fold_of_cut_clip = ck48_cut_clips(config, folder, fold_of_clip)
-        ck48_scored[name] = cut.subset(np.flatnonzero(np.isin(fold_of_cut_clip, config.held_out_folds)))
+        ck48_scored[name] = held_out_clips(cut, fold_of_cut_clip)
         cuts.append((cut, fold_of_cut_clip))
     if config.ck48_train_scored_dirs:
         ck48 = functools.reduce(concatenate, [cut for cut, _ in cuts])
