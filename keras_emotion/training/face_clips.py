@@ -390,12 +390,17 @@ def ck48_cut_clips(config: FaceClipsConfig, folder: str, fold_of_training_clip: 
     return clips, fold_of_clip
 
 
-def ck48_training_data(config: FaceClipsConfig) -> str:
-    """How model_info's training_data names the CK+48 clips trained on: "CK+48", or with
-    `ck48_train_scored_dirs` "CK+48 (<parent>/<cut>, ...)" naming each cut's folder."""
-    if not config.ck48_train_scored_dirs:
-        return "CK+48"
-    return f"CK+48 ({', '.join(corpus_names([config.ck48_dir, *config.ck48_scored_dirs], with_parents=True))})"
+def training_data(config: FaceClipsConfig) -> list:
+    """How model_info names what the model trained on, each folder as `<parent>/<name>` (so
+    that a corpus as it is and its faces as `align-images` cut them read apart): "FER2013
+    train", "CK+48 (<parent>/<cut>, ...)" (`ck48_dir`, and with `ck48_train_scored_dirs` each
+    scored cut), then each of `extra_image_dirs`."""
+    ck48_cuts = [config.ck48_dir, *(config.ck48_scored_dirs if config.ck48_train_scored_dirs else ())]
+    return [
+        "FER2013 train",
+        f"CK+48 ({', '.join(corpus_names(ck48_cuts, with_parents=True))})",
+        *[f"{name} (held-out part excluded)" for name in corpus_names(config.extra_image_dirs, with_parents=True)],
+    ]
 
 
 def concatenate(first: FaceClips, second: FaceClips) -> FaceClips:
@@ -657,7 +662,7 @@ def _train_in_locked_dir(config: FaceClipsConfig, run: RunFolder, verbose) -> di
         num_frames=VIDEO_FRAMES,
         model_config=dataclasses.replace(config.model_config(), backbone_weights=None),
         alignment=dataclasses.replace(SHIPPED_ALIGNMENT, output_size=config.image_size),
-        training_data=["FER2013 train", ck48_training_data(config), *[f"{name} (held-out part excluded)" for name in extra_sizes]],
+        training_data=training_data(config),
         keras_version=keras.__version__,
     )
     save_float16_weights(model, config.output_dir, info)

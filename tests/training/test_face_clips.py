@@ -258,7 +258,8 @@ def test_a_short_run_writes_a_loadable_model_with_a_frozen_backbone(tmp_path, fe
     assert trained.info.class_names == list(EMOTIONS)
     assert trained.info.alignment.eye_distance == 0.37
     assert list(trained.info.training_data) == [
-        "FER2013 train", "CK+48", "as_given/faces (held-out part excluded)", "aligned/faces (held-out part excluded)"
+        "FER2013 train", "CK+48 (ck48/CK+48)", "as_given/faces (held-out part excluded)",
+        "aligned/faces (held-out part excluded)",
     ]
     loaded_backbone = trained.model.get_layer("backbone")
     for before, after in zip(backbone.weights, loaded_backbone.weights):
@@ -368,6 +369,7 @@ def test_a_run_on_cached_maps_gives_the_image_model_its_validation_accuracy(tmp_
     assert report["fer2013_validation"]["accuracy"] > 0.2  # chance 1/7 = 0.14: the maps are learnt from
     trained = load_trained_model(config.output_dir)
     assert trained.model.get_layer("backbone").count_params() > 0
+    assert list(trained.info.training_data) == ["FER2013 train", "CK+48 (ck48/CK+48)", "data/sfew2 (held-out part excluded)"]
 
 
 def test_fine_tuning_the_top_block_on_cached_maps_trains_it_and_leaves_the_rest(tmp_path, fer_dir, ck48_dir):
